@@ -1,0 +1,54 @@
+# scimcord — the one entry point. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+TOOLS := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS):$(PATH)
+
+# Pinned tool versions (installed into .tools/bin, git-ignored).
+BUF_VERSION                := v1.75.0
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+
+MODULES := ./pkg/... ./services/ingest/... ./services/mapping/... ./services/applier/... ./services/scimcord/...
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: run
+run: ## run the whole system in one process (embedded NATS, the three services, the Discord emulator)
+	go run ./services/scimcord/cmd/scimcord
+
+.PHONY: test
+test: ## run every test (unit, integration, end-to-end)
+	go test -count=1 -timeout 25m $(MODULES)
+
+.PHONY: lint
+lint: ## gofmt + go vet
+	@out=$$(gofmt -l pkg services); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go vet $(MODULES)
+
+.PHONY: tools
+tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc ## install the pinned code generators
+
+$(TOOLS)/buf:
+	GOBIN=$(TOOLS) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+$(TOOLS)/protoc-gen-go:
+	GOBIN=$(TOOLS) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+$(TOOLS)/protoc-gen-go-grpc:
+	GOBIN=$(TOOLS) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+.PHONY: generate
+generate: tools ## regenerate pkg/gen from proto/
+	buf lint
+	rm -rf pkg/gen
+	buf generate
+
+.PHONY: checkgenerate
+checkgenerate: generate ## fail when the committed generated code is stale
+	@git diff --exit-code -- pkg/gen && test -z "$$(git status --porcelain -- pkg/gen)" || { echo "pkg/gen is stale: run make generate and commit"; exit 1; }
+
+.PHONY: bench
+bench: ## run the benchmarks (figures go to the README)
+	go test -run '^$$' -bench . -benchmem -timeout 30m $(MODULES)
