@@ -1,0 +1,190 @@
+package eventbus_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimcord/scimcord/pkg/eventbus"
+	eventv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/event/v1"
+	"github.com/scimcord/scimcord/pkg/natsembed"
+)
+
+func startJS(t *testing.T) (*natsembed.Server, jetstream.JetStream) {
+	t.Helper()
+	srv, err := natsembed.Start(natsembed.Config{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := eventbus.EnsureBuckets(ctx, js, eventbus.BucketConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	return srv, js
+}
+
+func userEvent(id string, active bool) *eventv1.Event {
+	return &eventv1.Event{TenantId: "t1", Kind: eventv1.ResourceKind_RESOURCE_KIND_USER, Op: eventv1.Operation_OPERATION_CREATE,
+		ResourceId: id, Version: 1, Resource: &eventv1.Event_User{User: &eventv1.User{Id: id, Active: active}}}
+}
+
+func TestStore_PutIsCompareAndSet(t *testing.T) {
+	t.Parallel()
+	_, js := startJS(t)
+	ctx := context.Background()
+	st, err := eventbus.OpenStore(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := eventbus.UserKey("t1", "u1")
+	rev, err := st.Put(ctx, key, userEvent("u1", true), 0)
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if _, err := st.Put(ctx, key, userEvent("u1", true), 0); !errors.Is(err, eventbus.ErrConflict) {
+		t.Fatalf("second create: got %v, want ErrConflict", err)
+	}
+	rev2, err := st.Put(ctx, key, userEvent("u1", false), rev)
+	if err != nil {
+		t.Fatalf("update at current rev: %v", err)
+	}
+	if _, err := st.Put(ctx, key, userEvent("u1", true), rev); !errors.Is(err, eventbus.ErrConflict) {
+		t.Fatalf("update at stale rev: got %v, want ErrConflict", err)
+	}
+	got, err := st.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Revision != rev2 || got.Event.GetUser().GetActive() {
+		t.Fatalf("got rev %d active %v, want rev %d inactive", got.Revision, got.Event.GetUser().GetActive(), rev2)
+	}
+	if _, err := st.Get(ctx, eventbus.UserKey("t1", "nope")); !errors.Is(err, eventbus.ErrNotFound) {
+		t.Fatalf("missing key: got %v, want ErrNotFound", err)
+	}
+}
+
+func TestStore_PutWithNATSDownFailsAndWritesNothing(t *testing.T) {
+	t.Parallel()
+	srv, js := startJS(t)
+	ctx := context.Background()
+	st, err := eventbus.OpenStore(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Shutdown()
+	pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if _, err := st.Put(pctx, eventbus.UserKey("t1", "u1"), userEvent("u1", true), 0); !errors.Is(err, eventbus.ErrUnavailable) {
+		t.Fatalf("put with NATS down: got %v, want ErrUnavailable", err)
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := st.Get(ctx, eventbus.UserKey("t1", "u1"))
+		if errors.Is(err, eventbus.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after restart: got %v, want ErrNotFound (nothing written)", err)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval while the client reconnects
+	}
+}
+
+func TestStore_ListKeysByFilter(t *testing.T) {
+	t.Parallel()
+	_, js := startJS(t)
+	ctx := context.Background()
+	st, _ := eventbus.OpenStore(ctx, js)
+	for _, k := range []string{eventbus.MemberKey("t1", "g1", "u1"), eventbus.MemberKey("t1", "g1", "u2"), eventbus.MemberKey("t1", "g2", "u1")} {
+		if _, err := st.Put(ctx, k, &eventv1.Event{TenantId: "t1"}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name, filter string
+		want         int
+	}{
+		{"members of one group", eventbus.GroupMembersFilter("t1", "g1"), 2},
+		{"groups of one user", eventbus.UserGroupsFilter("t1", "u1"), 2},
+		{"no match", eventbus.GroupMembersFilter("t1", "g9"), 0},
+	} {
+		keys, err := st.ListKeys(ctx, tc.filter)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if len(keys) != tc.want {
+			t.Errorf("%s: got %v, want %d keys", tc.name, keys, tc.want)
+		}
+	}
+}
+
+func TestConsume_MapsHandlerResultsToAcks(t *testing.T) {
+	t.Parallel()
+	_, js := startJS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, _ := eventbus.OpenStore(ctx, js)
+	for _, id := range []string{"ok", "retry", "perm"} {
+		if _, err := st.Put(ctx, eventbus.UserKey("t1", id), userEvent(id, true), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var okCount, retryCount, permCount, terms atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		done <- eventbus.Consume(ctx, js, eventbus.ConsumeConfig{
+			Stream: eventbus.ResourceStream, Durable: "test", Workers: 2,
+			OnTerm: func(context.Context, jetstream.Msg, error) { terms.Add(1) },
+		}, func(ctx context.Context, msg jetstream.Msg) error {
+			k, err := eventbus.ParseKey(msg.Subject())
+			if err != nil {
+				return eventbus.Permanent(err)
+			}
+			switch k.ID {
+			case "retry":
+				if retryCount.Add(1) == 1 {
+					return eventbus.Retry(errors.New("busy"), 10*time.Millisecond)
+				}
+			case "perm":
+				permCount.Add(1)
+				return eventbus.Permanent(errors.New("hierarchy"))
+			default:
+				okCount.Add(1)
+			}
+			return nil
+		})
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for retryCount.Load() < 2 || terms.Load() < 1 || okCount.Load() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("ok=%d retry=%d terms=%d", okCount.Load(), retryCount.Load(), terms.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if permCount.Load() != 1 {
+		t.Fatalf("permanent error delivered %d times, want 1", permCount.Load())
+	}
+}
