@@ -1,0 +1,296 @@
+package scimcord
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"gopkg.in/yaml.v3"
+
+	"github.com/scimcord/scimcord/pkg/discordemu"
+	"github.com/scimcord/scimcord/pkg/eventbus"
+	mappingv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/mapping/v1"
+	"github.com/scimcord/scimcord/pkg/natsembed"
+	"github.com/scimcord/scimcord/pkg/telemetry"
+	"github.com/scimcord/scimcord/pkg/tenants"
+	"github.com/scimcord/scimcord/services/applier"
+	"github.com/scimcord/scimcord/services/ingest"
+	"github.com/scimcord/scimcord/services/mapping"
+)
+
+// Deps are the process-level outputs of the all-in-one.
+type Deps struct {
+	// Logger receives the logs of every part (standard error in cmd/scimcord).
+	Logger *slog.Logger
+	// Out receives the start-up banner (base URL, generated token); default io.Discard.
+	Out io.Writer
+}
+
+// System is the whole of scimcord in one process.
+type System struct {
+	cfg  Config
+	deps Deps
+
+	mu       sync.Mutex
+	ready    chan struct{}
+	baseURL  string
+	token    string
+	emu      *discordemu.Emulator
+	ingest   *ingest.Service
+	applier  *applier.Service
+	mapping  *mapping.Service
+	nats     *natsembed.Server
+	tenantID string
+}
+
+// New validates cfg. Nothing starts before Run.
+func New(cfg Config, deps Deps) (*System, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("scimcord: config: %w", err)
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Out == nil {
+		deps.Out = io.Discard
+	}
+	return &System{cfg: cfg, deps: deps, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once every service accepts requests.
+func (s *System) Ready() <-chan struct{} { return s.ready }
+
+// BaseURL is the SCIM base URL (valid after Ready).
+func (s *System) BaseURL() string { s.mu.Lock(); defer s.mu.Unlock(); return s.baseURL }
+
+// Token is the dev tenant's bearer token (valid after Ready; empty with a tenant file).
+func (s *System) Token() string { s.mu.Lock(); defer s.mu.Unlock(); return s.token }
+
+// Emulator is the running Discord emulator, or nil with real Discord (valid after Ready).
+func (s *System) Emulator() *discordemu.Emulator { s.mu.Lock(); defer s.mu.Unlock(); return s.emu }
+
+// NATS is the embedded NATS server (valid after Ready); tests stop and restart it.
+func (s *System) NATS() *natsembed.Server { s.mu.Lock(); defer s.mu.Unlock(); return s.nats }
+
+// Applier is the running applier (valid after Ready).
+func (s *System) Applier() *applier.Service { s.mu.Lock(); defer s.mu.Unlock(); return s.applier }
+
+// Run starts everything and blocks until ctx ends or a part fails; then it
+// stops every part, the producers first.
+func (s *System) Run(ctx context.Context) error {
+	cfg, log := s.cfg, s.deps.Logger
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("scimcord: data dir %s: %w", cfg.DataDir, err)
+	}
+
+	// NATS JetStream, persisted under the data directory.
+	ns, err := natsembed.Start(natsembed.Config{StoreDir: filepath.Join(cfg.DataDir, "nats"), Port: cfg.NATSPort})
+	if err != nil {
+		return fmt.Errorf("scimcord: %w", err)
+	}
+	defer ns.Shutdown()
+	nc, err := nats.Connect(ns.URL(), nats.Name("scimcord"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("scimcord: connect %s: %w", ns.URL(), err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("scimcord: jetstream: %w", err)
+	}
+	if err := eventbus.EnsureBuckets(ctx, js, eventbus.BucketConfig{}); err != nil {
+		return fmt.Errorf("scimcord: %w", err)
+	}
+
+	// Discord: the emulator unless a real bot token and guild are configured.
+	botToken, guildID := cfg.BotToken, cfg.GuildID
+	var httpClient *http.Client
+	var emu *discordemu.Emulator
+	if !cfg.RealDiscord() {
+		ecfg := discordemu.DefaultConfig()
+		ecfg.Listen = cfg.EmulatorAddr
+		ecfg.StatePath = filepath.Join(cfg.DataDir, "discord-emulator.json")
+		ecfg.Logger = log.With("component", "discordemu")
+		emu, err = discordemu.New(ecfg)
+		if err != nil {
+			return fmt.Errorf("scimcord: start the Discord emulator on %s: %w", cfg.EmulatorAddr, err)
+		}
+		defer emu.Close()
+		fx, err := readFixture(cfg.FixtureFile)
+		if err != nil {
+			return err
+		}
+		if !emu.StateFileExisted() {
+			if err := emu.Admin().LoadFixtureFile(ctx, cfg.FixtureFile); err != nil {
+				return fmt.Errorf("scimcord: seed the emulator from %s: %w", cfg.FixtureFile, err)
+			}
+		}
+		botToken, guildID = fx.botToken, fx.guildID
+		httpClient = emu.HTTPClient()
+	}
+
+	// Tenants: a file, or one dev tenant driving the guild.
+	ts, token, err := s.tenants(guildID)
+	if err != nil {
+		return err
+	}
+
+	tel := func(name string) (*telemetry.Provider, error) {
+		return telemetry.NewProvider(ctx, name, cfg.Telemetry)
+	}
+	ingestTP, err := tel("scimcord-ingest")
+	if err != nil {
+		return err
+	}
+	mappingTP, err := tel("scimcord-mapping")
+	if err != nil {
+		return err
+	}
+	applierTP, err := tel("scimcord-applier")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, tp := range []*telemetry.Provider{ingestTP, mappingTP, applierTP} {
+			_ = tp.Shutdown(sctx)
+		}
+	}()
+
+	// mapping (gRPC on loopback).
+	mcfg := mapping.DefaultConfig()
+	mcfg.GRPCAddr = cfg.MappingAddr
+	mcfg.RulesFile = cfg.MappingFile
+	msvc, err := mapping.New(mcfg, mapping.Deps{JS: js, Logger: log.With("service", "mapping"), TracerProvider: mappingTP})
+	if err != nil {
+		return fmt.Errorf("scimcord: mapping: %w", err)
+	}
+
+	// ingest (SCIM over HTTP).
+	icfg := ingest.DefaultConfig()
+	icfg.HTTPAddr = cfg.HTTPAddr
+	isvc, err := ingest.New(icfg, ingest.Deps{JS: js, Tenants: ts, Logger: log.With("service", "ingest"), TracerProvider: ingestTP})
+	if err != nil {
+		return fmt.Errorf("scimcord: ingest: %w", err)
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return msvc.Run(gctx) })
+	select {
+	case <-msvc.Ready():
+	case <-gctx.Done():
+		return g.Wait()
+	}
+	conn, err := grpc.NewClient(msvc.Addr(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(applierTP))))
+	if err != nil {
+		return fmt.Errorf("scimcord: dial mapping at %s: %w", msvc.Addr(), err)
+	}
+	defer conn.Close()
+
+	acfg := applier.DefaultConfig()
+	acfg.HTTPAddr = ""
+	acfg.GlobalRPS = cfg.GlobalRPS
+	asvc, err := applier.New(acfg, applier.Deps{
+		JS: js, Tenants: ts, Mapping: mappingv1.NewMappingServiceClient(conn), BotToken: botToken,
+		HTTPClient: httpClient, Logger: log.With("service", "applier"), TracerProvider: applierTP,
+	})
+	if err != nil {
+		return fmt.Errorf("scimcord: applier: %w", err)
+	}
+	g.Go(func() error { return isvc.Run(gctx) })
+	g.Go(func() error { return asvc.Run(gctx) })
+
+	select {
+	case <-isvc.Ready():
+	case <-gctx.Done():
+		return g.Wait()
+	}
+	s.mu.Lock()
+	s.baseURL = "http://" + isvc.Addr() + "/scim/v2"
+	s.token = token
+	s.emu, s.ingest, s.applier, s.mapping, s.nats = emu, isvc, asvc, msvc, ns
+	s.mu.Unlock()
+	fmt.Fprintf(s.deps.Out, "scimcord is running\n  SCIM base URL: %s\n", s.baseURL)
+	if cfg.TenantsFile == "" && cfg.DevToken == "" {
+		fmt.Fprintf(s.deps.Out, "  SCIM token (generated; set SCIMCORD_DEV_TOKEN to choose one): %s\n", token)
+	}
+	if emu != nil {
+		fmt.Fprintf(s.deps.Out, "  Discord emulator: %s (state: %s/_emu/guilds/%s/state)\n", emu.URL(), emu.URL(), guildID)
+	} else {
+		fmt.Fprintf(s.deps.Out, "  Discord: real API, guild %s\n", guildID)
+	}
+	log.Info("scimcord ready", "scim_base_url", s.baseURL, "emulator", emu != nil)
+	close(s.ready)
+	return g.Wait()
+}
+
+func (s *System) tenants(guildID string) (*tenants.Set, string, error) {
+	if s.cfg.TenantsFile != "" {
+		ts, err := tenants.Load(s.cfg.TenantsFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("scimcord: %w", err)
+		}
+		return ts, "", nil
+	}
+	token := s.cfg.DevToken
+	if token == "" {
+		b := make([]byte, 24)
+		if _, err := rand.Read(b); err != nil {
+			return nil, "", fmt.Errorf("scimcord: generate a token: %w", err)
+		}
+		token = base64.RawURLEncoding.EncodeToString(b)
+	}
+	ts, err := tenants.New(&tenants.Tenant{
+		ID: DevTenantID, Name: "Development", TokenSHA256: []string{tenants.HashToken(token)},
+		Guilds: []tenants.Guild{{ID: guildID}},
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("scimcord: dev tenant: %w", err)
+	}
+	return ts, token, nil
+}
+
+type fixtureInfo struct{ botToken, guildID string }
+
+// readFixture finds the bot token and the guild in the emulator fixture.
+func readFixture(path string) (fixtureInfo, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fixtureInfo{}, fmt.Errorf("scimcord: read the emulator fixture: %w", err)
+	}
+	var fx struct {
+		Applications []struct {
+			Bot struct {
+				Token string `yaml:"token"`
+			} `yaml:"bot"`
+		} `yaml:"applications"`
+		Guilds []struct {
+			ID string `yaml:"id"`
+		} `yaml:"guilds"`
+	}
+	if err := yaml.Unmarshal(data, &fx); err != nil {
+		return fixtureInfo{}, fmt.Errorf("scimcord: decode %s: %w", path, err)
+	}
+	if len(fx.Applications) == 0 || fx.Applications[0].Bot.Token == "" || len(fx.Guilds) == 0 || fx.Guilds[0].ID == "" {
+		return fixtureInfo{}, errors.New("scimcord: " + path + " needs an application with a pinned bot token and a guild with a pinned id")
+	}
+	return fixtureInfo{botToken: fx.Applications[0].Bot.Token, guildID: fx.Guilds[0].ID}, nil
+}
