@@ -1,0 +1,162 @@
+package rules
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/ext"
+)
+
+// CEL limits. An expression is compiled once (when its rule set is written or
+// loaded) and evaluated with a cost limit, so a rule cannot stall resolves.
+const (
+	// CostLimit bounds the runtime cost of one evaluation (CEL cost units).
+	CostLimit = 10000
+	// parserRecursionLimit bounds the nesting of an expression.
+	parserRecursionLimit = 50
+)
+
+// ErrExprCost means an expression hit the cost limit at evaluation.
+var ErrExprCost = errors.New("rules: expression exceeded its cost limit")
+
+// UserAliases are the short names under `user` for the SCIM schema extensions.
+var UserAliases = map[string]string{
+	"enterprise": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+	"discord":    "urn:ietf:params:scim:schemas:extension:discord:2.0:User",
+}
+
+var celEnv = sync.OnceValues(func() (*cel.Env, error) {
+	return cel.NewEnv(
+		// user is the SCIM user JSON, with user.enterprise and user.discord as
+		// short names of the schema extensions and user.active always present.
+		cel.Variable("user", cel.MapType(cel.StringType, cel.DynType)),
+		// groups are the user's SCIM groups: {id, externalId, displayName}.
+		cel.Variable("groups", cel.ListType(cel.MapType(cel.StringType, cel.StringType))),
+		ext.Strings(),
+		cel.ParserRecursionLimit(parserRecursionLimit),
+		cel.ParserExpressionSizeLimit(MaxExprLen),
+	)
+})
+
+// Expr is a compiled, type-checked CEL condition.
+type Expr struct {
+	src string
+	prg cel.Program
+}
+
+// String returns the source.
+func (e *Expr) String() string { return e.src }
+
+// CompileExpr parses and type-checks a condition: it must be a boolean
+// expression over `user` and `groups`.
+func CompileExpr(src string) (*Expr, error) {
+	env, err := celEnv()
+	if err != nil {
+		return nil, fmt.Errorf("cel environment: %w", err)
+	}
+	if strings.TrimSpace(src) == "" {
+		return nil, errors.New("expression is empty")
+	}
+	if len(src) > MaxExprLen {
+		return nil, fmt.Errorf("expression is %d characters, over %d", len(src), MaxExprLen)
+	}
+	ast, iss := env.Compile(src)
+	if iss != nil && iss.Err() != nil {
+		return nil, fmt.Errorf("CEL does not compile: %s", oneLine(iss.Err().Error()))
+	}
+	if out := ast.OutputType(); !out.IsExactType(types.BoolType) && !out.IsDyn() {
+		return nil, fmt.Errorf("CEL expression gives %s, want bool", out)
+	}
+	prg, err := env.Program(ast,
+		cel.CostLimit(CostLimit),
+		cel.InterruptCheckFrequency(100),
+		cel.EvalOptions(cel.OptOptimize),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("CEL program: %s", oneLine(err.Error()))
+	}
+	return &Expr{src: src, prg: prg}, nil
+}
+
+// oneLine keeps the first line of each CEL issue (not the source excerpt).
+func oneLine(s string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "|") {
+			continue
+		}
+		l = strings.TrimPrefix(strings.TrimSpace(l), "ERROR: <input>:")
+		if l != "" {
+			out = append(out, "at "+l)
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+// Eval evaluates the condition. A non-boolean result, a missing attribute or
+// the cost limit give an error: the rule does not match, and Explain says why.
+func (e *Expr) Eval(ctx context.Context, in *Input) (bool, error) {
+	act, err := in.activation()
+	if err != nil {
+		return false, err
+	}
+	out, _, err := e.prg.ContextEval(ctx, act)
+	if err != nil {
+		if strings.Contains(err.Error(), "cost limit") {
+			return false, fmt.Errorf("%w: %v", ErrExprCost, err)
+		}
+		return false, err
+	}
+	b, ok := out.Value().(bool)
+	if !ok {
+		return false, fmt.Errorf("expression gave %v (%s), want bool", out.Value(), out.Type().TypeName())
+	}
+	return b, nil
+}
+
+// Input is one member's data for CEL, decoded lazily and at most once.
+type Input struct {
+	Member *Member
+	once   sync.Once
+	act    map[string]any
+	err    error
+}
+
+func (in *Input) activation() (map[string]any, error) {
+	in.once.Do(func() {
+		m := in.Member
+		user := map[string]any{}
+		if len(m.UserJSON) > 0 {
+			if err := json.Unmarshal(m.UserJSON, &user); err != nil {
+				in.err = fmt.Errorf("user JSON: %w", err)
+				return
+			}
+			if user == nil {
+				user = map[string]any{}
+			}
+		}
+		for alias, urn := range UserAliases {
+			if v, ok := user[urn]; ok {
+				if _, taken := user[alias]; !taken {
+					user[alias] = v
+				}
+			}
+		}
+		user["active"] = m.Active
+		if _, ok := user["id"]; !ok && m.UserID != "" {
+			user["id"] = m.UserID
+		}
+		groups := make([]map[string]string, len(m.Groups))
+		for i, g := range m.Groups {
+			groups[i] = map[string]string{"id": g.ID, "externalId": g.ExternalID, "displayName": g.DisplayName}
+		}
+		in.act = map[string]any{"user": user, "groups": groups}
+	})
+	return in.act, in.err
+}
