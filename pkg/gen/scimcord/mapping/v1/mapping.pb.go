@@ -9,6 +9,7 @@ package mappingv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -20,6 +21,176 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// GuildRole is a role that exists in the guild (from Discord).
+type GuildRole struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GuildRole) Reset() {
+	*x = GuildRole{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GuildRole) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GuildRole) ProtoMessage() {}
+
+func (x *GuildRole) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GuildRole.ProtoReflect.Descriptor instead.
+func (*GuildRole) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GuildRole) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *GuildRole) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// RoleNameProblem reports a rule's role name that matches no role of the
+// guild, or several.
+type RoleNameProblem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Ids of the guild's roles with that name (none, or more than one).
+	MatchingRoleIds []string `protobuf:"bytes,2,rep,name=matching_role_ids,json=matchingRoleIds,proto3" json:"matching_role_ids,omitempty"`
+	// Human-readable statement of the problem.
+	Problem       string `protobuf:"bytes,3,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleNameProblem) Reset() {
+	*x = RoleNameProblem{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleNameProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleNameProblem) ProtoMessage() {}
+
+func (x *RoleNameProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleNameProblem.ProtoReflect.Descriptor instead.
+func (*RoleNameProblem) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RoleNameProblem) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RoleNameProblem) GetMatchingRoleIds() []string {
+	if x != nil {
+		return x.MatchingRoleIds
+	}
+	return nil
+}
+
+func (x *RoleNameProblem) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+// Role names a role by id, by name, or both.
+type Role struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Role) Reset() {
+	*x = Role{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Role) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Role) ProtoMessage() {}
+
+func (x *Role) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Role.ProtoReflect.Descriptor instead.
+func (*Role) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Role) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Role) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
 
 // GroupRef identifies a SCIM group by every key a rule may match on.
 type GroupRef struct {
@@ -33,7 +204,7 @@ type GroupRef struct {
 
 func (x *GroupRef) Reset() {
 	*x = GroupRef{}
-	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[0]
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +216,7 @@ func (x *GroupRef) String() string {
 func (*GroupRef) ProtoMessage() {}
 
 func (x *GroupRef) ProtoReflect() protoreflect.Message {
-	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[0]
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +229,7 @@ func (x *GroupRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupRef.ProtoReflect.Descriptor instead.
 func (*GroupRef) Descriptor() ([]byte, []int) {
-	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{0}
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GroupRef) GetId() string {
@@ -92,15 +263,20 @@ type ResolveRolesRequest struct {
 	// Whether the SCIM user is active.
 	Active bool `protobuf:"varint,4,opt,name=active,proto3" json:"active,omitempty"`
 	// The SCIM user as JSON, for attribute rules.
-	UserJson      []byte `protobuf:"bytes,5,opt,name=user_json,json=userJson,proto3" json:"user_json,omitempty"`
-	UserId        string `protobuf:"bytes,6,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	UserJson []byte `protobuf:"bytes,5,opt,name=user_json,json=userJson,proto3" json:"user_json,omitempty"`
+	UserId   string `protobuf:"bytes,6,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The guild's roles. When given, rules that name a role by name are
+	// resolved against them (role_ids, managed_role_ids and
+	// role_name_problems); when empty, such roles come back in role_names and
+	// managed_role_names for the caller to resolve.
+	GuildRoles    []*GuildRole `protobuf:"bytes,7,rep,name=guild_roles,json=guildRoles,proto3" json:"guild_roles,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ResolveRolesRequest) Reset() {
 	*x = ResolveRolesRequest{}
-	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[1]
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -112,7 +288,7 @@ func (x *ResolveRolesRequest) String() string {
 func (*ResolveRolesRequest) ProtoMessage() {}
 
 func (x *ResolveRolesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[1]
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -125,7 +301,7 @@ func (x *ResolveRolesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRolesRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRolesRequest) Descriptor() ([]byte, []int) {
-	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{1}
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ResolveRolesRequest) GetTenantId() string {
@@ -170,6 +346,13 @@ func (x *ResolveRolesRequest) GetUserId() string {
 	return ""
 }
 
+func (x *ResolveRolesRequest) GetGuildRoles() []*GuildRole {
+	if x != nil {
+		return x.GuildRoles
+	}
+	return nil
+}
+
 // ResolveRolesResponse is the desired managed role set of one member.
 type ResolveRolesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -178,14 +361,23 @@ type ResolveRolesResponse struct {
 	// Every role id that some rule of this guild produces, sorted.
 	ManagedRoleIds []string `protobuf:"bytes,2,rep,name=managed_role_ids,json=managedRoleIds,proto3" json:"managed_role_ids,omitempty"`
 	// Version of the rule set that produced the answer.
-	RulesVersion  uint64 `protobuf:"varint,3,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
+	RulesVersion uint64 `protobuf:"varint,3,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
+	// Names of desired roles that rules reference by name only (guild_roles empty).
+	RoleNames []string `protobuf:"bytes,4,rep,name=role_names,json=roleNames,proto3" json:"role_names,omitempty"`
+	// Names of managed roles that rules reference by name only (guild_roles empty).
+	ManagedRoleNames []string `protobuf:"bytes,5,rep,name=managed_role_names,json=managedRoleNames,proto3" json:"managed_role_names,omitempty"`
+	// Role names that matched no role or several of guild_roles; such a role is
+	// neither granted nor managed.
+	RoleNameProblems []*RoleNameProblem `protobuf:"bytes,6,rep,name=role_name_problems,json=roleNameProblems,proto3" json:"role_name_problems,omitempty"`
+	// The request's user_id, echoed (for streams and batches).
+	UserId        string `protobuf:"bytes,7,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ResolveRolesResponse) Reset() {
 	*x = ResolveRolesResponse{}
-	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[2]
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -197,7 +389,7 @@ func (x *ResolveRolesResponse) String() string {
 func (*ResolveRolesResponse) ProtoMessage() {}
 
 func (x *ResolveRolesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[2]
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -210,7 +402,7 @@ func (x *ResolveRolesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRolesResponse.ProtoReflect.Descriptor instead.
 func (*ResolveRolesResponse) Descriptor() ([]byte, []int) {
-	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{2}
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ResolveRolesResponse) GetRoleIds() []string {
@@ -234,29 +426,1415 @@ func (x *ResolveRolesResponse) GetRulesVersion() uint64 {
 	return 0
 }
 
+func (x *ResolveRolesResponse) GetRoleNames() []string {
+	if x != nil {
+		return x.RoleNames
+	}
+	return nil
+}
+
+func (x *ResolveRolesResponse) GetManagedRoleNames() []string {
+	if x != nil {
+		return x.ManagedRoleNames
+	}
+	return nil
+}
+
+func (x *ResolveRolesResponse) GetRoleNameProblems() []*RoleNameProblem {
+	if x != nil {
+		return x.RoleNameProblems
+	}
+	return nil
+}
+
+func (x *ResolveRolesResponse) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// ResolveRolesBatchRequest holds many members.
+type ResolveRolesBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*ResolveRolesRequest `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveRolesBatchRequest) Reset() {
+	*x = ResolveRolesBatchRequest{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveRolesBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveRolesBatchRequest) ProtoMessage() {}
+
+func (x *ResolveRolesBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveRolesBatchRequest.ProtoReflect.Descriptor instead.
+func (*ResolveRolesBatchRequest) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ResolveRolesBatchRequest) GetMembers() []*ResolveRolesRequest {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// ResolveRolesBatchResponse holds one result per member, in request order.
+type ResolveRolesBatchResponse struct {
+	state         protoimpl.MessageState  `protogen:"open.v1"`
+	Results       []*ResolveRolesResponse `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveRolesBatchResponse) Reset() {
+	*x = ResolveRolesBatchResponse{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveRolesBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveRolesBatchResponse) ProtoMessage() {}
+
+func (x *ResolveRolesBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveRolesBatchResponse.ProtoReflect.Descriptor instead.
+func (*ResolveRolesBatchResponse) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ResolveRolesBatchResponse) GetResults() []*ResolveRolesResponse {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// ResolveRolesStreamRequest is one member of a stream.
+type ResolveRolesStreamRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Member        *ResolveRolesRequest   `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveRolesStreamRequest) Reset() {
+	*x = ResolveRolesStreamRequest{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveRolesStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveRolesStreamRequest) ProtoMessage() {}
+
+func (x *ResolveRolesStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveRolesStreamRequest.ProtoReflect.Descriptor instead.
+func (*ResolveRolesStreamRequest) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ResolveRolesStreamRequest) GetMember() *ResolveRolesRequest {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+// ResolveRolesStreamResponse is the answer for one streamed member. A member
+// that cannot be resolved (a malformed request) gets error set instead of
+// ending the stream.
+type ResolveRolesStreamResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *ResolveRolesResponse  `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveRolesStreamResponse) Reset() {
+	*x = ResolveRolesStreamResponse{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveRolesStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveRolesStreamResponse) ProtoMessage() {}
+
+func (x *ResolveRolesStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveRolesStreamResponse.ProtoReflect.Descriptor instead.
+func (*ResolveRolesStreamResponse) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ResolveRolesStreamResponse) GetResult() *ResolveRolesResponse {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ResolveRolesStreamResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// ExplainRequest names the member to explain (as for ResolveRoles).
+type ExplainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Member        *ResolveRolesRequest   `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRequest) Reset() {
+	*x = ExplainRequest{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRequest) ProtoMessage() {}
+
+func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
+func (*ExplainRequest) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ExplainRequest) GetMember() *ResolveRolesRequest {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+// RuleOutcome is one rule's verdict on the member.
+type RuleOutcome struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Rule    string                 `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	Matched bool                   `protobuf:"varint,2,opt,name=matched,proto3" json:"matched,omitempty"`
+	// Why it matched or not: "member of group X matched by displayName", "user
+	// is not active", "condition ... is false", "could not be evaluated: ...".
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleOutcome) Reset() {
+	*x = RuleOutcome{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleOutcome) ProtoMessage() {}
+
+func (x *RuleOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleOutcome.ProtoReflect.Descriptor instead.
+func (*RuleOutcome) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RuleOutcome) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *RuleOutcome) GetMatched() bool {
+	if x != nil {
+		return x.Matched
+	}
+	return false
+}
+
+func (x *RuleOutcome) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RoleExplanation explains one managed role.
+type RoleExplanation struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Role    *Role                  `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	Granted bool                   `protobuf:"varint,2,opt,name=granted,proto3" json:"granted,omitempty"`
+	// Every rule that produces the role, with its outcome.
+	Rules []*RuleOutcome `protobuf:"bytes,3,rep,name=rules,proto3" json:"rules,omitempty"`
+	// Set when the role is referenced by name and guild_roles resolve it to
+	// no role or several.
+	NameProblem   string `protobuf:"bytes,4,opt,name=name_problem,json=nameProblem,proto3" json:"name_problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleExplanation) Reset() {
+	*x = RoleExplanation{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleExplanation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleExplanation) ProtoMessage() {}
+
+func (x *RoleExplanation) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleExplanation.ProtoReflect.Descriptor instead.
+func (*RoleExplanation) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RoleExplanation) GetRole() *Role {
+	if x != nil {
+		return x.Role
+	}
+	return nil
+}
+
+func (x *RoleExplanation) GetGranted() bool {
+	if x != nil {
+		return x.Granted
+	}
+	return false
+}
+
+func (x *RoleExplanation) GetRules() []*RuleOutcome {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *RoleExplanation) GetNameProblem() string {
+	if x != nil {
+		return x.NameProblem
+	}
+	return ""
+}
+
+// ExplainResponse explains every managed role of the guild for the member.
+type ExplainResponse struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	RulesVersion uint64                 `protobuf:"varint,1,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
+	Roles        []*RoleExplanation     `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	// The same answer as ResolveRoles for this member.
+	Result        *ResolveRolesResponse `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainResponse) Reset() {
+	*x = ExplainResponse{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainResponse) ProtoMessage() {}
+
+func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
+func (*ExplainResponse) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ExplainResponse) GetRulesVersion() uint64 {
+	if x != nil {
+		return x.RulesVersion
+	}
+	return 0
+}
+
+func (x *ExplainResponse) GetRoles() []*RoleExplanation {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetResult() *ResolveRolesResponse {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+// RuleSet is one guild's rules with their version.
+type RuleSet struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	GuildId  string                 `protobuf:"bytes,2,opt,name=guild_id,json=guildId,proto3" json:"guild_id,omitempty"`
+	// Version (the JetStream KV revision); compare-and-set writes name it.
+	Version uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// The rules as YAML (the guild entry of the rules file: `rules: [...]`).
+	Yaml string `protobuf:"bytes,4,opt,name=yaml,proto3" json:"yaml,omitempty"`
+	// Where the version came from: "file:<sha256>" (bootstrap) or "api".
+	Source    string                 `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	RuleCount uint32                 `protobuf:"varint,7,opt,name=rule_count,json=ruleCount,proto3" json:"rule_count,omitempty"`
+	// Every role the rules produce.
+	ManagedRoles  []*Role `protobuf:"bytes,8,rep,name=managed_roles,json=managedRoles,proto3" json:"managed_roles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleSet) Reset() {
+	*x = RuleSet{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleSet) ProtoMessage() {}
+
+func (x *RuleSet) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleSet.ProtoReflect.Descriptor instead.
+func (*RuleSet) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RuleSet) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *RuleSet) GetGuildId() string {
+	if x != nil {
+		return x.GuildId
+	}
+	return ""
+}
+
+func (x *RuleSet) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *RuleSet) GetYaml() string {
+	if x != nil {
+		return x.Yaml
+	}
+	return ""
+}
+
+func (x *RuleSet) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *RuleSet) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *RuleSet) GetRuleCount() uint32 {
+	if x != nil {
+		return x.RuleCount
+	}
+	return 0
+}
+
+func (x *RuleSet) GetManagedRoles() []*Role {
+	if x != nil {
+		return x.ManagedRoles
+	}
+	return nil
+}
+
+// ListRuleSetsRequest filters by tenant (empty: all).
+type ListRuleSetsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRuleSetsRequest) Reset() {
+	*x = ListRuleSetsRequest{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRuleSetsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRuleSetsRequest) ProtoMessage() {}
+
+func (x *ListRuleSetsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRuleSetsRequest.ProtoReflect.Descriptor instead.
+func (*ListRuleSetsRequest) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListRuleSetsRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+// ListRuleSetsResponse lists rule sets (yaml left empty).
+type ListRuleSetsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RuleSets      []*RuleSet             `protobuf:"bytes,1,rep,name=rule_sets,json=ruleSets,proto3" json:"rule_sets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRuleSetsResponse) Reset() {
+	*x = ListRuleSetsResponse{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRuleSetsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRuleSetsResponse) ProtoMessage() {}
+
+func (x *ListRuleSetsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRuleSetsResponse.ProtoReflect.Descriptor instead.
+func (*ListRuleSetsResponse) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListRuleSetsResponse) GetRuleSets() []*RuleSet {
+	if x != nil {
+		return x.RuleSets
+	}
+	return nil
+}
+
+// GetRuleSetRequest names one rule set.
+type GetRuleSetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	GuildId       string                 `protobuf:"bytes,2,opt,name=guild_id,json=guildId,proto3" json:"guild_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRuleSetRequest) Reset() {
+	*x = GetRuleSetRequest{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRuleSetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRuleSetRequest) ProtoMessage() {}
+
+func (x *GetRuleSetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRuleSetRequest.ProtoReflect.Descriptor instead.
+func (*GetRuleSetRequest) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetRuleSetRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *GetRuleSetRequest) GetGuildId() string {
+	if x != nil {
+		return x.GuildId
+	}
+	return ""
+}
+
+// GetRuleSetResponse is the rule set.
+type GetRuleSetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RuleSet       *RuleSet               `protobuf:"bytes,1,opt,name=rule_set,json=ruleSet,proto3" json:"rule_set,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRuleSetResponse) Reset() {
+	*x = GetRuleSetResponse{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRuleSetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRuleSetResponse) ProtoMessage() {}
+
+func (x *GetRuleSetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRuleSetResponse.ProtoReflect.Descriptor instead.
+func (*GetRuleSetResponse) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetRuleSetResponse) GetRuleSet() *RuleSet {
+	if x != nil {
+		return x.RuleSet
+	}
+	return nil
+}
+
+// PutRuleSetRequest writes one guild's rules.
+type PutRuleSetRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	GuildId  string                 `protobuf:"bytes,2,opt,name=guild_id,json=guildId,proto3" json:"guild_id,omitempty"`
+	// The rules as YAML or JSON (`rules: [...]`; an `id` must equal guild_id).
+	Yaml string `protobuf:"bytes,3,opt,name=yaml,proto3" json:"yaml,omitempty"`
+	// The version being replaced; 0 creates (the rule set must not exist).
+	ExpectedVersion uint64 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PutRuleSetRequest) Reset() {
+	*x = PutRuleSetRequest{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutRuleSetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutRuleSetRequest) ProtoMessage() {}
+
+func (x *PutRuleSetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutRuleSetRequest.ProtoReflect.Descriptor instead.
+func (*PutRuleSetRequest) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PutRuleSetRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *PutRuleSetRequest) GetGuildId() string {
+	if x != nil {
+		return x.GuildId
+	}
+	return ""
+}
+
+func (x *PutRuleSetRequest) GetYaml() string {
+	if x != nil {
+		return x.Yaml
+	}
+	return ""
+}
+
+func (x *PutRuleSetRequest) GetExpectedVersion() uint64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
+}
+
+// PutRuleSetResponse is the stored rule set.
+type PutRuleSetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RuleSet       *RuleSet               `protobuf:"bytes,1,opt,name=rule_set,json=ruleSet,proto3" json:"rule_set,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutRuleSetResponse) Reset() {
+	*x = PutRuleSetResponse{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutRuleSetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutRuleSetResponse) ProtoMessage() {}
+
+func (x *PutRuleSetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutRuleSetResponse.ProtoReflect.Descriptor instead.
+func (*PutRuleSetResponse) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PutRuleSetResponse) GetRuleSet() *RuleSet {
+	if x != nil {
+		return x.RuleSet
+	}
+	return nil
+}
+
+// DeleteRuleSetRequest deletes one guild's rules.
+type DeleteRuleSetRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	TenantId        string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	GuildId         string                 `protobuf:"bytes,2,opt,name=guild_id,json=guildId,proto3" json:"guild_id,omitempty"`
+	ExpectedVersion uint64                 `protobuf:"varint,3,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DeleteRuleSetRequest) Reset() {
+	*x = DeleteRuleSetRequest{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRuleSetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRuleSetRequest) ProtoMessage() {}
+
+func (x *DeleteRuleSetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRuleSetRequest.ProtoReflect.Descriptor instead.
+func (*DeleteRuleSetRequest) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DeleteRuleSetRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *DeleteRuleSetRequest) GetGuildId() string {
+	if x != nil {
+		return x.GuildId
+	}
+	return ""
+}
+
+func (x *DeleteRuleSetRequest) GetExpectedVersion() uint64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
+}
+
+// DeleteRuleSetResponse confirms a delete.
+type DeleteRuleSetResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Version of the delete (the rule set's new, deleted, revision).
+	Version       uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRuleSetResponse) Reset() {
+	*x = DeleteRuleSetResponse{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRuleSetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRuleSetResponse) ProtoMessage() {}
+
+func (x *DeleteRuleSetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRuleSetResponse.ProtoReflect.Descriptor instead.
+func (*DeleteRuleSetResponse) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DeleteRuleSetResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// PreviewRequest proposes a rule set for one guild.
+type PreviewRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	GuildId  string                 `protobuf:"bytes,2,opt,name=guild_id,json=guildId,proto3" json:"guild_id,omitempty"`
+	// The proposed rules (YAML or JSON); ignored when delete is set.
+	Yaml string `protobuf:"bytes,3,opt,name=yaml,proto3" json:"yaml,omitempty"`
+	// Preview deleting the rule set instead.
+	Delete        bool `protobuf:"varint,4,opt,name=delete,proto3" json:"delete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewRequest) Reset() {
+	*x = PreviewRequest{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewRequest) ProtoMessage() {}
+
+func (x *PreviewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewRequest.ProtoReflect.Descriptor instead.
+func (*PreviewRequest) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *PreviewRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *PreviewRequest) GetGuildId() string {
+	if x != nil {
+		return x.GuildId
+	}
+	return ""
+}
+
+func (x *PreviewRequest) GetYaml() string {
+	if x != nil {
+		return x.Yaml
+	}
+	return ""
+}
+
+func (x *PreviewRequest) GetDelete() bool {
+	if x != nil {
+		return x.Delete
+	}
+	return false
+}
+
+// MemberChange is what one member would gain and lose.
+type MemberChange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	UserName      string                 `protobuf:"bytes,2,opt,name=user_name,json=userName,proto3" json:"user_name,omitempty"`
+	DiscordUserId string                 `protobuf:"bytes,3,opt,name=discord_user_id,json=discordUserId,proto3" json:"discord_user_id,omitempty"`
+	Gained        []*Role                `protobuf:"bytes,4,rep,name=gained,proto3" json:"gained,omitempty"`
+	Lost          []*Role                `protobuf:"bytes,5,rep,name=lost,proto3" json:"lost,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberChange) Reset() {
+	*x = MemberChange{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberChange) ProtoMessage() {}
+
+func (x *MemberChange) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberChange.ProtoReflect.Descriptor instead.
+func (*MemberChange) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *MemberChange) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *MemberChange) GetUserName() string {
+	if x != nil {
+		return x.UserName
+	}
+	return ""
+}
+
+func (x *MemberChange) GetDiscordUserId() string {
+	if x != nil {
+		return x.DiscordUserId
+	}
+	return ""
+}
+
+func (x *MemberChange) GetGained() []*Role {
+	if x != nil {
+		return x.Gained
+	}
+	return nil
+}
+
+func (x *MemberChange) GetLost() []*Role {
+	if x != nil {
+		return x.Lost
+	}
+	return nil
+}
+
+// RoleChange counts the members gaining and losing one role.
+type RoleChange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Role          *Role                  `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	Gained        uint32                 `protobuf:"varint,2,opt,name=gained,proto3" json:"gained,omitempty"`
+	Lost          uint32                 `protobuf:"varint,3,opt,name=lost,proto3" json:"lost,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleChange) Reset() {
+	*x = RoleChange{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleChange) ProtoMessage() {}
+
+func (x *RoleChange) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleChange.ProtoReflect.Descriptor instead.
+func (*RoleChange) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RoleChange) GetRole() *Role {
+	if x != nil {
+		return x.Role
+	}
+	return nil
+}
+
+func (x *RoleChange) GetGained() uint32 {
+	if x != nil {
+		return x.Gained
+	}
+	return 0
+}
+
+func (x *RoleChange) GetLost() uint32 {
+	if x != nil {
+		return x.Lost
+	}
+	return 0
+}
+
+// PreviewResponse is the blast radius of the proposal.
+type PreviewResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Version of the current rule set (0: none), to pass to PutRuleSet.
+	CurrentVersion uint64 `protobuf:"varint,1,opt,name=current_version,json=currentVersion,proto3" json:"current_version,omitempty"`
+	// Users read from the SCIM state (deleted users excluded).
+	MembersScanned uint32 `protobuf:"varint,2,opt,name=members_scanned,json=membersScanned,proto3" json:"members_scanned,omitempty"`
+	// Members whose roles would change, sorted by user id.
+	Changes []*MemberChange `protobuf:"bytes,3,rep,name=changes,proto3" json:"changes,omitempty"`
+	// Per role, how many members gain and lose it.
+	Roles []*RoleChange `protobuf:"bytes,4,rep,name=roles,proto3" json:"roles,omitempty"`
+	// Roles that would no longer be managed: members keep them, scimcord stops
+	// adding or removing them.
+	Unmanaged []*Role `protobuf:"bytes,5,rep,name=unmanaged,proto3" json:"unmanaged,omitempty"`
+	// Roles that would become managed: the applier then removes them from members
+	// that hold them in Discord without a rule granting them (Preview reads the
+	// SCIM state, not Discord, so such members are not in changes).
+	NewlyManaged  []*Role `protobuf:"bytes,6,rep,name=newly_managed,json=newlyManaged,proto3" json:"newly_managed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewResponse) Reset() {
+	*x = PreviewResponse{}
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewResponse) ProtoMessage() {}
+
+func (x *PreviewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_scimcord_mapping_v1_mapping_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewResponse.ProtoReflect.Descriptor instead.
+func (*PreviewResponse) Descriptor() ([]byte, []int) {
+	return file_scimcord_mapping_v1_mapping_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PreviewResponse) GetCurrentVersion() uint64 {
+	if x != nil {
+		return x.CurrentVersion
+	}
+	return 0
+}
+
+func (x *PreviewResponse) GetMembersScanned() uint32 {
+	if x != nil {
+		return x.MembersScanned
+	}
+	return 0
+}
+
+func (x *PreviewResponse) GetChanges() []*MemberChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *PreviewResponse) GetRoles() []*RoleChange {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *PreviewResponse) GetUnmanaged() []*Role {
+	if x != nil {
+		return x.Unmanaged
+	}
+	return nil
+}
+
+func (x *PreviewResponse) GetNewlyManaged() []*Role {
+	if x != nil {
+		return x.NewlyManaged
+	}
+	return nil
+}
+
 var File_scimcord_mapping_v1_mapping_proto protoreflect.FileDescriptor
 
 const file_scimcord_mapping_v1_mapping_proto_rawDesc = "" +
 	"\n" +
-	"!scimcord/mapping/v1/mapping.proto\x12\x13scimcord.mapping.v1\"^\n" +
+	"!scimcord/mapping/v1/mapping.proto\x12\x13scimcord.mapping.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"/\n" +
+	"\tGuildRole\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"k\n" +
+	"\x0fRoleNameProblem\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
+	"\x11matching_role_ids\x18\x02 \x03(\tR\x0fmatchingRoleIds\x12\x18\n" +
+	"\aproblem\x18\x03 \x01(\tR\aproblem\"*\n" +
+	"\x04Role\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"^\n" +
 	"\bGroupRef\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vexternal_id\x18\x02 \x01(\tR\n" +
 	"externalId\x12!\n" +
-	"\fdisplay_name\x18\x03 \x01(\tR\vdisplayName\"\xd2\x01\n" +
+	"\fdisplay_name\x18\x03 \x01(\tR\vdisplayName\"\x93\x02\n" +
 	"\x13ResolveRolesRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
 	"\bguild_id\x18\x02 \x01(\tR\aguildId\x125\n" +
 	"\x06groups\x18\x03 \x03(\v2\x1d.scimcord.mapping.v1.GroupRefR\x06groups\x12\x16\n" +
 	"\x06active\x18\x04 \x01(\bR\x06active\x12\x1b\n" +
 	"\tuser_json\x18\x05 \x01(\fR\buserJson\x12\x17\n" +
-	"\auser_id\x18\x06 \x01(\tR\x06userId\"\x80\x01\n" +
+	"\auser_id\x18\x06 \x01(\tR\x06userId\x12?\n" +
+	"\vguild_roles\x18\a \x03(\v2\x1e.scimcord.mapping.v1.GuildRoleR\n" +
+	"guildRoles\"\xba\x02\n" +
 	"\x14ResolveRolesResponse\x12\x19\n" +
 	"\brole_ids\x18\x01 \x03(\tR\aroleIds\x12(\n" +
 	"\x10managed_role_ids\x18\x02 \x03(\tR\x0emanagedRoleIds\x12#\n" +
-	"\rrules_version\x18\x03 \x01(\x04R\frulesVersion2u\n" +
+	"\rrules_version\x18\x03 \x01(\x04R\frulesVersion\x12\x1d\n" +
+	"\n" +
+	"role_names\x18\x04 \x03(\tR\troleNames\x12,\n" +
+	"\x12managed_role_names\x18\x05 \x03(\tR\x10managedRoleNames\x12R\n" +
+	"\x12role_name_problems\x18\x06 \x03(\v2$.scimcord.mapping.v1.RoleNameProblemR\x10roleNameProblems\x12\x17\n" +
+	"\auser_id\x18\a \x01(\tR\x06userId\"^\n" +
+	"\x18ResolveRolesBatchRequest\x12B\n" +
+	"\amembers\x18\x01 \x03(\v2(.scimcord.mapping.v1.ResolveRolesRequestR\amembers\"`\n" +
+	"\x19ResolveRolesBatchResponse\x12C\n" +
+	"\aresults\x18\x01 \x03(\v2).scimcord.mapping.v1.ResolveRolesResponseR\aresults\"]\n" +
+	"\x19ResolveRolesStreamRequest\x12@\n" +
+	"\x06member\x18\x01 \x01(\v2(.scimcord.mapping.v1.ResolveRolesRequestR\x06member\"u\n" +
+	"\x1aResolveRolesStreamResponse\x12A\n" +
+	"\x06result\x18\x01 \x01(\v2).scimcord.mapping.v1.ResolveRolesResponseR\x06result\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"R\n" +
+	"\x0eExplainRequest\x12@\n" +
+	"\x06member\x18\x01 \x01(\v2(.scimcord.mapping.v1.ResolveRolesRequestR\x06member\"S\n" +
+	"\vRuleOutcome\x12\x12\n" +
+	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x18\n" +
+	"\amatched\x18\x02 \x01(\bR\amatched\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xb5\x01\n" +
+	"\x0fRoleExplanation\x12-\n" +
+	"\x04role\x18\x01 \x01(\v2\x19.scimcord.mapping.v1.RoleR\x04role\x12\x18\n" +
+	"\agranted\x18\x02 \x01(\bR\agranted\x126\n" +
+	"\x05rules\x18\x03 \x03(\v2 .scimcord.mapping.v1.RuleOutcomeR\x05rules\x12!\n" +
+	"\fname_problem\x18\x04 \x01(\tR\vnameProblem\"\xb5\x01\n" +
+	"\x0fExplainResponse\x12#\n" +
+	"\rrules_version\x18\x01 \x01(\x04R\frulesVersion\x12:\n" +
+	"\x05roles\x18\x02 \x03(\v2$.scimcord.mapping.v1.RoleExplanationR\x05roles\x12A\n" +
+	"\x06result\x18\x03 \x01(\v2).scimcord.mapping.v1.ResolveRolesResponseR\x06result\"\xa1\x02\n" +
+	"\aRuleSet\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
+	"\bguild_id\x18\x02 \x01(\tR\aguildId\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x12\n" +
+	"\x04yaml\x18\x04 \x01(\tR\x04yaml\x12\x16\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\x129\n" +
+	"\n" +
+	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1d\n" +
+	"\n" +
+	"rule_count\x18\a \x01(\rR\truleCount\x12>\n" +
+	"\rmanaged_roles\x18\b \x03(\v2\x19.scimcord.mapping.v1.RoleR\fmanagedRoles\"2\n" +
+	"\x13ListRuleSetsRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\"Q\n" +
+	"\x14ListRuleSetsResponse\x129\n" +
+	"\trule_sets\x18\x01 \x03(\v2\x1c.scimcord.mapping.v1.RuleSetR\bruleSets\"K\n" +
+	"\x11GetRuleSetRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
+	"\bguild_id\x18\x02 \x01(\tR\aguildId\"M\n" +
+	"\x12GetRuleSetResponse\x127\n" +
+	"\brule_set\x18\x01 \x01(\v2\x1c.scimcord.mapping.v1.RuleSetR\aruleSet\"\x8a\x01\n" +
+	"\x11PutRuleSetRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
+	"\bguild_id\x18\x02 \x01(\tR\aguildId\x12\x12\n" +
+	"\x04yaml\x18\x03 \x01(\tR\x04yaml\x12)\n" +
+	"\x10expected_version\x18\x04 \x01(\x04R\x0fexpectedVersion\"M\n" +
+	"\x12PutRuleSetResponse\x127\n" +
+	"\brule_set\x18\x01 \x01(\v2\x1c.scimcord.mapping.v1.RuleSetR\aruleSet\"y\n" +
+	"\x14DeleteRuleSetRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
+	"\bguild_id\x18\x02 \x01(\tR\aguildId\x12)\n" +
+	"\x10expected_version\x18\x03 \x01(\x04R\x0fexpectedVersion\"1\n" +
+	"\x15DeleteRuleSetResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\"t\n" +
+	"\x0ePreviewRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
+	"\bguild_id\x18\x02 \x01(\tR\aguildId\x12\x12\n" +
+	"\x04yaml\x18\x03 \x01(\tR\x04yaml\x12\x16\n" +
+	"\x06delete\x18\x04 \x01(\bR\x06delete\"\xce\x01\n" +
+	"\fMemberChange\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tuser_name\x18\x02 \x01(\tR\buserName\x12&\n" +
+	"\x0fdiscord_user_id\x18\x03 \x01(\tR\rdiscordUserId\x121\n" +
+	"\x06gained\x18\x04 \x03(\v2\x19.scimcord.mapping.v1.RoleR\x06gained\x12-\n" +
+	"\x04lost\x18\x05 \x03(\v2\x19.scimcord.mapping.v1.RoleR\x04lost\"g\n" +
+	"\n" +
+	"RoleChange\x12-\n" +
+	"\x04role\x18\x01 \x01(\v2\x19.scimcord.mapping.v1.RoleR\x04role\x12\x16\n" +
+	"\x06gained\x18\x02 \x01(\rR\x06gained\x12\x12\n" +
+	"\x04lost\x18\x03 \x01(\rR\x04lost\"\xd0\x02\n" +
+	"\x0fPreviewResponse\x12'\n" +
+	"\x0fcurrent_version\x18\x01 \x01(\x04R\x0ecurrentVersion\x12'\n" +
+	"\x0fmembers_scanned\x18\x02 \x01(\rR\x0emembersScanned\x12;\n" +
+	"\achanges\x18\x03 \x03(\v2!.scimcord.mapping.v1.MemberChangeR\achanges\x125\n" +
+	"\x05roles\x18\x04 \x03(\v2\x1f.scimcord.mapping.v1.RoleChangeR\x05roles\x127\n" +
+	"\tunmanaged\x18\x05 \x03(\v2\x19.scimcord.mapping.v1.RoleR\tunmanaged\x12>\n" +
+	"\rnewly_managed\x18\x06 \x03(\v2\x19.scimcord.mapping.v1.RoleR\fnewlyManaged2\x9b\a\n" +
 	"\x0eMappingService\x12c\n" +
-	"\fResolveRoles\x12(.scimcord.mapping.v1.ResolveRolesRequest\x1a).scimcord.mapping.v1.ResolveRolesResponseBDZBgithub.com/scimcord/scimcord/pkg/gen/scimcord/mapping/v1;mappingv1b\x06proto3"
+	"\fResolveRoles\x12(.scimcord.mapping.v1.ResolveRolesRequest\x1a).scimcord.mapping.v1.ResolveRolesResponse\x12r\n" +
+	"\x11ResolveRolesBatch\x12-.scimcord.mapping.v1.ResolveRolesBatchRequest\x1a..scimcord.mapping.v1.ResolveRolesBatchResponse\x12y\n" +
+	"\x12ResolveRolesStream\x12..scimcord.mapping.v1.ResolveRolesStreamRequest\x1a/.scimcord.mapping.v1.ResolveRolesStreamResponse(\x010\x01\x12T\n" +
+	"\aExplain\x12#.scimcord.mapping.v1.ExplainRequest\x1a$.scimcord.mapping.v1.ExplainResponse\x12c\n" +
+	"\fListRuleSets\x12(.scimcord.mapping.v1.ListRuleSetsRequest\x1a).scimcord.mapping.v1.ListRuleSetsResponse\x12]\n" +
+	"\n" +
+	"GetRuleSet\x12&.scimcord.mapping.v1.GetRuleSetRequest\x1a'.scimcord.mapping.v1.GetRuleSetResponse\x12]\n" +
+	"\n" +
+	"PutRuleSet\x12&.scimcord.mapping.v1.PutRuleSetRequest\x1a'.scimcord.mapping.v1.PutRuleSetResponse\x12f\n" +
+	"\rDeleteRuleSet\x12).scimcord.mapping.v1.DeleteRuleSetRequest\x1a*.scimcord.mapping.v1.DeleteRuleSetResponse\x12T\n" +
+	"\aPreview\x12#.scimcord.mapping.v1.PreviewRequest\x1a$.scimcord.mapping.v1.PreviewResponseBDZBgithub.com/scimcord/scimcord/pkg/gen/scimcord/mapping/v1;mappingv1b\x06proto3"
 
 var (
 	file_scimcord_mapping_v1_mapping_proto_rawDescOnce sync.Once
@@ -270,21 +1848,85 @@ func file_scimcord_mapping_v1_mapping_proto_rawDescGZIP() []byte {
 	return file_scimcord_mapping_v1_mapping_proto_rawDescData
 }
 
-var file_scimcord_mapping_v1_mapping_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_scimcord_mapping_v1_mapping_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_scimcord_mapping_v1_mapping_proto_goTypes = []any{
-	(*GroupRef)(nil),             // 0: scimcord.mapping.v1.GroupRef
-	(*ResolveRolesRequest)(nil),  // 1: scimcord.mapping.v1.ResolveRolesRequest
-	(*ResolveRolesResponse)(nil), // 2: scimcord.mapping.v1.ResolveRolesResponse
+	(*GuildRole)(nil),                  // 0: scimcord.mapping.v1.GuildRole
+	(*RoleNameProblem)(nil),            // 1: scimcord.mapping.v1.RoleNameProblem
+	(*Role)(nil),                       // 2: scimcord.mapping.v1.Role
+	(*GroupRef)(nil),                   // 3: scimcord.mapping.v1.GroupRef
+	(*ResolveRolesRequest)(nil),        // 4: scimcord.mapping.v1.ResolveRolesRequest
+	(*ResolveRolesResponse)(nil),       // 5: scimcord.mapping.v1.ResolveRolesResponse
+	(*ResolveRolesBatchRequest)(nil),   // 6: scimcord.mapping.v1.ResolveRolesBatchRequest
+	(*ResolveRolesBatchResponse)(nil),  // 7: scimcord.mapping.v1.ResolveRolesBatchResponse
+	(*ResolveRolesStreamRequest)(nil),  // 8: scimcord.mapping.v1.ResolveRolesStreamRequest
+	(*ResolveRolesStreamResponse)(nil), // 9: scimcord.mapping.v1.ResolveRolesStreamResponse
+	(*ExplainRequest)(nil),             // 10: scimcord.mapping.v1.ExplainRequest
+	(*RuleOutcome)(nil),                // 11: scimcord.mapping.v1.RuleOutcome
+	(*RoleExplanation)(nil),            // 12: scimcord.mapping.v1.RoleExplanation
+	(*ExplainResponse)(nil),            // 13: scimcord.mapping.v1.ExplainResponse
+	(*RuleSet)(nil),                    // 14: scimcord.mapping.v1.RuleSet
+	(*ListRuleSetsRequest)(nil),        // 15: scimcord.mapping.v1.ListRuleSetsRequest
+	(*ListRuleSetsResponse)(nil),       // 16: scimcord.mapping.v1.ListRuleSetsResponse
+	(*GetRuleSetRequest)(nil),          // 17: scimcord.mapping.v1.GetRuleSetRequest
+	(*GetRuleSetResponse)(nil),         // 18: scimcord.mapping.v1.GetRuleSetResponse
+	(*PutRuleSetRequest)(nil),          // 19: scimcord.mapping.v1.PutRuleSetRequest
+	(*PutRuleSetResponse)(nil),         // 20: scimcord.mapping.v1.PutRuleSetResponse
+	(*DeleteRuleSetRequest)(nil),       // 21: scimcord.mapping.v1.DeleteRuleSetRequest
+	(*DeleteRuleSetResponse)(nil),      // 22: scimcord.mapping.v1.DeleteRuleSetResponse
+	(*PreviewRequest)(nil),             // 23: scimcord.mapping.v1.PreviewRequest
+	(*MemberChange)(nil),               // 24: scimcord.mapping.v1.MemberChange
+	(*RoleChange)(nil),                 // 25: scimcord.mapping.v1.RoleChange
+	(*PreviewResponse)(nil),            // 26: scimcord.mapping.v1.PreviewResponse
+	(*timestamppb.Timestamp)(nil),      // 27: google.protobuf.Timestamp
 }
 var file_scimcord_mapping_v1_mapping_proto_depIdxs = []int32{
-	0, // 0: scimcord.mapping.v1.ResolveRolesRequest.groups:type_name -> scimcord.mapping.v1.GroupRef
-	1, // 1: scimcord.mapping.v1.MappingService.ResolveRoles:input_type -> scimcord.mapping.v1.ResolveRolesRequest
-	2, // 2: scimcord.mapping.v1.MappingService.ResolveRoles:output_type -> scimcord.mapping.v1.ResolveRolesResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	3,  // 0: scimcord.mapping.v1.ResolveRolesRequest.groups:type_name -> scimcord.mapping.v1.GroupRef
+	0,  // 1: scimcord.mapping.v1.ResolveRolesRequest.guild_roles:type_name -> scimcord.mapping.v1.GuildRole
+	1,  // 2: scimcord.mapping.v1.ResolveRolesResponse.role_name_problems:type_name -> scimcord.mapping.v1.RoleNameProblem
+	4,  // 3: scimcord.mapping.v1.ResolveRolesBatchRequest.members:type_name -> scimcord.mapping.v1.ResolveRolesRequest
+	5,  // 4: scimcord.mapping.v1.ResolveRolesBatchResponse.results:type_name -> scimcord.mapping.v1.ResolveRolesResponse
+	4,  // 5: scimcord.mapping.v1.ResolveRolesStreamRequest.member:type_name -> scimcord.mapping.v1.ResolveRolesRequest
+	5,  // 6: scimcord.mapping.v1.ResolveRolesStreamResponse.result:type_name -> scimcord.mapping.v1.ResolveRolesResponse
+	4,  // 7: scimcord.mapping.v1.ExplainRequest.member:type_name -> scimcord.mapping.v1.ResolveRolesRequest
+	2,  // 8: scimcord.mapping.v1.RoleExplanation.role:type_name -> scimcord.mapping.v1.Role
+	11, // 9: scimcord.mapping.v1.RoleExplanation.rules:type_name -> scimcord.mapping.v1.RuleOutcome
+	12, // 10: scimcord.mapping.v1.ExplainResponse.roles:type_name -> scimcord.mapping.v1.RoleExplanation
+	5,  // 11: scimcord.mapping.v1.ExplainResponse.result:type_name -> scimcord.mapping.v1.ResolveRolesResponse
+	27, // 12: scimcord.mapping.v1.RuleSet.updated_at:type_name -> google.protobuf.Timestamp
+	2,  // 13: scimcord.mapping.v1.RuleSet.managed_roles:type_name -> scimcord.mapping.v1.Role
+	14, // 14: scimcord.mapping.v1.ListRuleSetsResponse.rule_sets:type_name -> scimcord.mapping.v1.RuleSet
+	14, // 15: scimcord.mapping.v1.GetRuleSetResponse.rule_set:type_name -> scimcord.mapping.v1.RuleSet
+	14, // 16: scimcord.mapping.v1.PutRuleSetResponse.rule_set:type_name -> scimcord.mapping.v1.RuleSet
+	2,  // 17: scimcord.mapping.v1.MemberChange.gained:type_name -> scimcord.mapping.v1.Role
+	2,  // 18: scimcord.mapping.v1.MemberChange.lost:type_name -> scimcord.mapping.v1.Role
+	2,  // 19: scimcord.mapping.v1.RoleChange.role:type_name -> scimcord.mapping.v1.Role
+	24, // 20: scimcord.mapping.v1.PreviewResponse.changes:type_name -> scimcord.mapping.v1.MemberChange
+	25, // 21: scimcord.mapping.v1.PreviewResponse.roles:type_name -> scimcord.mapping.v1.RoleChange
+	2,  // 22: scimcord.mapping.v1.PreviewResponse.unmanaged:type_name -> scimcord.mapping.v1.Role
+	2,  // 23: scimcord.mapping.v1.PreviewResponse.newly_managed:type_name -> scimcord.mapping.v1.Role
+	4,  // 24: scimcord.mapping.v1.MappingService.ResolveRoles:input_type -> scimcord.mapping.v1.ResolveRolesRequest
+	6,  // 25: scimcord.mapping.v1.MappingService.ResolveRolesBatch:input_type -> scimcord.mapping.v1.ResolveRolesBatchRequest
+	8,  // 26: scimcord.mapping.v1.MappingService.ResolveRolesStream:input_type -> scimcord.mapping.v1.ResolveRolesStreamRequest
+	10, // 27: scimcord.mapping.v1.MappingService.Explain:input_type -> scimcord.mapping.v1.ExplainRequest
+	15, // 28: scimcord.mapping.v1.MappingService.ListRuleSets:input_type -> scimcord.mapping.v1.ListRuleSetsRequest
+	17, // 29: scimcord.mapping.v1.MappingService.GetRuleSet:input_type -> scimcord.mapping.v1.GetRuleSetRequest
+	19, // 30: scimcord.mapping.v1.MappingService.PutRuleSet:input_type -> scimcord.mapping.v1.PutRuleSetRequest
+	21, // 31: scimcord.mapping.v1.MappingService.DeleteRuleSet:input_type -> scimcord.mapping.v1.DeleteRuleSetRequest
+	23, // 32: scimcord.mapping.v1.MappingService.Preview:input_type -> scimcord.mapping.v1.PreviewRequest
+	5,  // 33: scimcord.mapping.v1.MappingService.ResolveRoles:output_type -> scimcord.mapping.v1.ResolveRolesResponse
+	7,  // 34: scimcord.mapping.v1.MappingService.ResolveRolesBatch:output_type -> scimcord.mapping.v1.ResolveRolesBatchResponse
+	9,  // 35: scimcord.mapping.v1.MappingService.ResolveRolesStream:output_type -> scimcord.mapping.v1.ResolveRolesStreamResponse
+	13, // 36: scimcord.mapping.v1.MappingService.Explain:output_type -> scimcord.mapping.v1.ExplainResponse
+	16, // 37: scimcord.mapping.v1.MappingService.ListRuleSets:output_type -> scimcord.mapping.v1.ListRuleSetsResponse
+	18, // 38: scimcord.mapping.v1.MappingService.GetRuleSet:output_type -> scimcord.mapping.v1.GetRuleSetResponse
+	20, // 39: scimcord.mapping.v1.MappingService.PutRuleSet:output_type -> scimcord.mapping.v1.PutRuleSetResponse
+	22, // 40: scimcord.mapping.v1.MappingService.DeleteRuleSet:output_type -> scimcord.mapping.v1.DeleteRuleSetResponse
+	26, // 41: scimcord.mapping.v1.MappingService.Preview:output_type -> scimcord.mapping.v1.PreviewResponse
+	33, // [33:42] is the sub-list for method output_type
+	24, // [24:33] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_scimcord_mapping_v1_mapping_proto_init() }
@@ -298,7 +1940,7 @@ func file_scimcord_mapping_v1_mapping_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_scimcord_mapping_v1_mapping_proto_rawDesc), len(file_scimcord_mapping_v1_mapping_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,7 +19,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	MappingService_ResolveRoles_FullMethodName = "/scimcord.mapping.v1.MappingService/ResolveRoles"
+	MappingService_ResolveRoles_FullMethodName       = "/scimcord.mapping.v1.MappingService/ResolveRoles"
+	MappingService_ResolveRolesBatch_FullMethodName  = "/scimcord.mapping.v1.MappingService/ResolveRolesBatch"
+	MappingService_ResolveRolesStream_FullMethodName = "/scimcord.mapping.v1.MappingService/ResolveRolesStream"
+	MappingService_Explain_FullMethodName            = "/scimcord.mapping.v1.MappingService/Explain"
+	MappingService_ListRuleSets_FullMethodName       = "/scimcord.mapping.v1.MappingService/ListRuleSets"
+	MappingService_GetRuleSet_FullMethodName         = "/scimcord.mapping.v1.MappingService/GetRuleSet"
+	MappingService_PutRuleSet_FullMethodName         = "/scimcord.mapping.v1.MappingService/PutRuleSet"
+	MappingService_DeleteRuleSet_FullMethodName      = "/scimcord.mapping.v1.MappingService/DeleteRuleSet"
+	MappingService_Preview_FullMethodName            = "/scimcord.mapping.v1.MappingService/Preview"
 )
 
 // MappingServiceClient is the client API for MappingService service.
@@ -32,6 +40,29 @@ type MappingServiceClient interface {
 	// ResolveRoles returns the managed roles one member should have, and the
 	// whole managed set of the guild (the roles scimcord may add or remove).
 	ResolveRoles(ctx context.Context, in *ResolveRolesRequest, opts ...grpc.CallOption) (*ResolveRolesResponse, error)
+	// ResolveRolesBatch resolves many members of one or more guilds in one call
+	// (reconciles); results come in request order.
+	ResolveRolesBatch(ctx context.Context, in *ResolveRolesBatchRequest, opts ...grpc.CallOption) (*ResolveRolesBatchResponse, error)
+	// ResolveRolesStream resolves members as they are sent; one response per
+	// request, in order.
+	ResolveRolesStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ResolveRolesStreamRequest, ResolveRolesStreamResponse], error)
+	// Explain says, for one member, why they get every role they get, and why
+	// they do not get each other managed role of the guild.
+	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
+	// ListRuleSets lists the rule sets of a tenant (all tenants when empty).
+	ListRuleSets(ctx context.Context, in *ListRuleSetsRequest, opts ...grpc.CallOption) (*ListRuleSetsResponse, error)
+	// GetRuleSet returns one guild's rule set with its version.
+	GetRuleSet(ctx context.Context, in *GetRuleSetRequest, opts ...grpc.CallOption) (*GetRuleSetResponse, error)
+	// PutRuleSet creates or replaces one guild's rule set if its current version
+	// is expected_version (0: it must not exist). Invalid rules are refused as a
+	// whole (INVALID_ARGUMENT with field violations); a lost race is ABORTED.
+	PutRuleSet(ctx context.Context, in *PutRuleSetRequest, opts ...grpc.CallOption) (*PutRuleSetResponse, error)
+	// DeleteRuleSet deletes one guild's rule set if its version is expected_version.
+	DeleteRuleSet(ctx context.Context, in *DeleteRuleSetRequest, opts ...grpc.CallOption) (*DeleteRuleSetResponse, error)
+	// Preview (dry run) reports which members would gain or lose which roles if
+	// the proposed rule set replaced the current one, computed from the SCIM
+	// state that ingest stored. Nothing is written.
+	Preview(ctx context.Context, in *PreviewRequest, opts ...grpc.CallOption) (*PreviewResponse, error)
 }
 
 type mappingServiceClient struct {
@@ -52,6 +83,89 @@ func (c *mappingServiceClient) ResolveRoles(ctx context.Context, in *ResolveRole
 	return out, nil
 }
 
+func (c *mappingServiceClient) ResolveRolesBatch(ctx context.Context, in *ResolveRolesBatchRequest, opts ...grpc.CallOption) (*ResolveRolesBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveRolesBatchResponse)
+	err := c.cc.Invoke(ctx, MappingService_ResolveRolesBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mappingServiceClient) ResolveRolesStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ResolveRolesStreamRequest, ResolveRolesStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MappingService_ServiceDesc.Streams[0], MappingService_ResolveRolesStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ResolveRolesStreamRequest, ResolveRolesStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MappingService_ResolveRolesStreamClient = grpc.BidiStreamingClient[ResolveRolesStreamRequest, ResolveRolesStreamResponse]
+
+func (c *mappingServiceClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainResponse)
+	err := c.cc.Invoke(ctx, MappingService_Explain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mappingServiceClient) ListRuleSets(ctx context.Context, in *ListRuleSetsRequest, opts ...grpc.CallOption) (*ListRuleSetsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRuleSetsResponse)
+	err := c.cc.Invoke(ctx, MappingService_ListRuleSets_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mappingServiceClient) GetRuleSet(ctx context.Context, in *GetRuleSetRequest, opts ...grpc.CallOption) (*GetRuleSetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRuleSetResponse)
+	err := c.cc.Invoke(ctx, MappingService_GetRuleSet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mappingServiceClient) PutRuleSet(ctx context.Context, in *PutRuleSetRequest, opts ...grpc.CallOption) (*PutRuleSetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutRuleSetResponse)
+	err := c.cc.Invoke(ctx, MappingService_PutRuleSet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mappingServiceClient) DeleteRuleSet(ctx context.Context, in *DeleteRuleSetRequest, opts ...grpc.CallOption) (*DeleteRuleSetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteRuleSetResponse)
+	err := c.cc.Invoke(ctx, MappingService_DeleteRuleSet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mappingServiceClient) Preview(ctx context.Context, in *PreviewRequest, opts ...grpc.CallOption) (*PreviewResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PreviewResponse)
+	err := c.cc.Invoke(ctx, MappingService_Preview_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MappingServiceServer is the server API for MappingService service.
 // All implementations must embed UnimplementedMappingServiceServer
 // for forward compatibility.
@@ -62,6 +176,29 @@ type MappingServiceServer interface {
 	// ResolveRoles returns the managed roles one member should have, and the
 	// whole managed set of the guild (the roles scimcord may add or remove).
 	ResolveRoles(context.Context, *ResolveRolesRequest) (*ResolveRolesResponse, error)
+	// ResolveRolesBatch resolves many members of one or more guilds in one call
+	// (reconciles); results come in request order.
+	ResolveRolesBatch(context.Context, *ResolveRolesBatchRequest) (*ResolveRolesBatchResponse, error)
+	// ResolveRolesStream resolves members as they are sent; one response per
+	// request, in order.
+	ResolveRolesStream(grpc.BidiStreamingServer[ResolveRolesStreamRequest, ResolveRolesStreamResponse]) error
+	// Explain says, for one member, why they get every role they get, and why
+	// they do not get each other managed role of the guild.
+	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
+	// ListRuleSets lists the rule sets of a tenant (all tenants when empty).
+	ListRuleSets(context.Context, *ListRuleSetsRequest) (*ListRuleSetsResponse, error)
+	// GetRuleSet returns one guild's rule set with its version.
+	GetRuleSet(context.Context, *GetRuleSetRequest) (*GetRuleSetResponse, error)
+	// PutRuleSet creates or replaces one guild's rule set if its current version
+	// is expected_version (0: it must not exist). Invalid rules are refused as a
+	// whole (INVALID_ARGUMENT with field violations); a lost race is ABORTED.
+	PutRuleSet(context.Context, *PutRuleSetRequest) (*PutRuleSetResponse, error)
+	// DeleteRuleSet deletes one guild's rule set if its version is expected_version.
+	DeleteRuleSet(context.Context, *DeleteRuleSetRequest) (*DeleteRuleSetResponse, error)
+	// Preview (dry run) reports which members would gain or lose which roles if
+	// the proposed rule set replaced the current one, computed from the SCIM
+	// state that ingest stored. Nothing is written.
+	Preview(context.Context, *PreviewRequest) (*PreviewResponse, error)
 	mustEmbedUnimplementedMappingServiceServer()
 }
 
@@ -74,6 +211,30 @@ type UnimplementedMappingServiceServer struct{}
 
 func (UnimplementedMappingServiceServer) ResolveRoles(context.Context, *ResolveRolesRequest) (*ResolveRolesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ResolveRoles not implemented")
+}
+func (UnimplementedMappingServiceServer) ResolveRolesBatch(context.Context, *ResolveRolesBatchRequest) (*ResolveRolesBatchResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ResolveRolesBatch not implemented")
+}
+func (UnimplementedMappingServiceServer) ResolveRolesStream(grpc.BidiStreamingServer[ResolveRolesStreamRequest, ResolveRolesStreamResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method ResolveRolesStream not implemented")
+}
+func (UnimplementedMappingServiceServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Explain not implemented")
+}
+func (UnimplementedMappingServiceServer) ListRuleSets(context.Context, *ListRuleSetsRequest) (*ListRuleSetsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListRuleSets not implemented")
+}
+func (UnimplementedMappingServiceServer) GetRuleSet(context.Context, *GetRuleSetRequest) (*GetRuleSetResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetRuleSet not implemented")
+}
+func (UnimplementedMappingServiceServer) PutRuleSet(context.Context, *PutRuleSetRequest) (*PutRuleSetResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PutRuleSet not implemented")
+}
+func (UnimplementedMappingServiceServer) DeleteRuleSet(context.Context, *DeleteRuleSetRequest) (*DeleteRuleSetResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteRuleSet not implemented")
+}
+func (UnimplementedMappingServiceServer) Preview(context.Context, *PreviewRequest) (*PreviewResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Preview not implemented")
 }
 func (UnimplementedMappingServiceServer) mustEmbedUnimplementedMappingServiceServer() {}
 func (UnimplementedMappingServiceServer) testEmbeddedByValue()                        {}
@@ -114,6 +275,139 @@ func _MappingService_ResolveRoles_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MappingService_ResolveRolesBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveRolesBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MappingServiceServer).ResolveRolesBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MappingService_ResolveRolesBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MappingServiceServer).ResolveRolesBatch(ctx, req.(*ResolveRolesBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MappingService_ResolveRolesStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(MappingServiceServer).ResolveRolesStream(&grpc.GenericServerStream[ResolveRolesStreamRequest, ResolveRolesStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MappingService_ResolveRolesStreamServer = grpc.BidiStreamingServer[ResolveRolesStreamRequest, ResolveRolesStreamResponse]
+
+func _MappingService_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MappingServiceServer).Explain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MappingService_Explain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MappingServiceServer).Explain(ctx, req.(*ExplainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MappingService_ListRuleSets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRuleSetsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MappingServiceServer).ListRuleSets(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MappingService_ListRuleSets_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MappingServiceServer).ListRuleSets(ctx, req.(*ListRuleSetsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MappingService_GetRuleSet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRuleSetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MappingServiceServer).GetRuleSet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MappingService_GetRuleSet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MappingServiceServer).GetRuleSet(ctx, req.(*GetRuleSetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MappingService_PutRuleSet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutRuleSetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MappingServiceServer).PutRuleSet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MappingService_PutRuleSet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MappingServiceServer).PutRuleSet(ctx, req.(*PutRuleSetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MappingService_DeleteRuleSet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteRuleSetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MappingServiceServer).DeleteRuleSet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MappingService_DeleteRuleSet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MappingServiceServer).DeleteRuleSet(ctx, req.(*DeleteRuleSetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MappingService_Preview_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PreviewRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MappingServiceServer).Preview(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MappingService_Preview_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MappingServiceServer).Preview(ctx, req.(*PreviewRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MappingService_ServiceDesc is the grpc.ServiceDesc for MappingService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -125,7 +419,42 @@ var MappingService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ResolveRoles",
 			Handler:    _MappingService_ResolveRoles_Handler,
 		},
+		{
+			MethodName: "ResolveRolesBatch",
+			Handler:    _MappingService_ResolveRolesBatch_Handler,
+		},
+		{
+			MethodName: "Explain",
+			Handler:    _MappingService_Explain_Handler,
+		},
+		{
+			MethodName: "ListRuleSets",
+			Handler:    _MappingService_ListRuleSets_Handler,
+		},
+		{
+			MethodName: "GetRuleSet",
+			Handler:    _MappingService_GetRuleSet_Handler,
+		},
+		{
+			MethodName: "PutRuleSet",
+			Handler:    _MappingService_PutRuleSet_Handler,
+		},
+		{
+			MethodName: "DeleteRuleSet",
+			Handler:    _MappingService_DeleteRuleSet_Handler,
+		},
+		{
+			MethodName: "Preview",
+			Handler:    _MappingService_Preview_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ResolveRolesStream",
+			Handler:       _MappingService_ResolveRolesStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "scimcord/mapping/v1/mapping.proto",
 }
