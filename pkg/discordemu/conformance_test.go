@@ -37,14 +37,14 @@ func TestConformance_01_Shapes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("GuildMembers: %v", err)
 	}
-	if len(ms) != 4 { // alice, bob, carol, bot
+	if len(ms) != 5 { // owner, alice, bob, carol, bot
 		t.Fatalf("members = %d", len(ms))
 	}
 	g, err := s.GuildWithCounts(tGuild)
 	if err != nil {
 		t.Fatalf("Guild: %v", err)
 	}
-	if g.OwnerID != tOwner || len(g.Roles) != 6 || g.ApproximateMemberCount != 4 {
+	if g.OwnerID != tOwner || len(g.Roles) != 6 || g.ApproximateMemberCount != 5 {
 		t.Fatalf("guild = %+v", g)
 	}
 	me, err := s.User("@me")

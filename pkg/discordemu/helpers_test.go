@@ -33,7 +33,8 @@ const (
 )
 
 // Roles bottom→top: Low(1), Booster(2, managed), Mid(3), bot(4), High(5).
-// alice: none; bob: Booster+Low; carol: High (outranks the bot); dave: not a member.
+// owner: member, no roles; alice: none; bob: Booster+Low; carol: High (outranks
+// the bot); dave and stranger: not members.
 const testFixture = `
 applications:
   - id: "500000000000000001"
@@ -65,6 +66,7 @@ guilds:
         permissions: [MANAGE_ROLES, KICK_MEMBERS, BAN_MEMBERS, CREATE_INSTANT_INVITE, MANAGE_NICKNAMES]
         position: 3
     members:
+      - {user_id: "500000000000000900"}
       - {user_id: "500000000000001001"}
       - {user_id: "500000000000001002", roles: [booster, low]}
       - {user_id: "500000000000001003", roles: [high]}
