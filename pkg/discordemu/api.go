@@ -262,6 +262,9 @@ func (e *Emulator) stageBodyAndHandle(c *call) *resp {
 	if c.reason != nil && len([]rune(*c.reason)) > MaxAuditReasonLen {
 		return formErr("audit_log_reason", "BASE_TYPE_MAX_LENGTH", "Must be 512 or fewer in length.")
 	}
+	if c.cfg.ConsistencyLagMS > 0 && c.route.mutating {
+		c.e.seedHistory()
+	}
 	// Stages 8–10 are in the handler.
 	return c.route.handler(c)
 }

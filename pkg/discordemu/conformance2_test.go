@@ -366,7 +366,7 @@ func TestConformance_13_InvalidRequests(t *testing.T) {
 		method, path, auth string
 		status             int
 	}{
-		{"GET", "/users/@me", "Bot wrong", 401},                                            // 1
+		{"GET", "/users/@me", "Bot wrong", 401},                                           // 1
 		{"PUT", "/guilds/" + tGuild + "/members/" + tAlice + "/roles/" + tHigh, bot, 403}, // 2 (consumes the unit)
 		{"PUT", "/guilds/" + tGuild + "/members/" + tAlice + "/roles/" + tLow, bot, 429},  // 3 user scope
 		{"GET", "/guilds/" + tGuild + "/members/" + tAlice, bot, 429},                     // shared: not counted

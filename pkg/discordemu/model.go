@@ -7,14 +7,14 @@ import (
 
 // world is the whole persisted emulator state. It is guarded by Emulator.mu.
 type world struct {
-	Apps    map[string]*appState    `json:"apps"`
-	Users   map[string]*userState   `json:"users"`
-	Guilds  map[string]*guildState  `json:"guilds"`
-	Tokens  map[string]*tokenState  `json:"tokens"`  // access token -> grant
-	Refresh map[string]string       `json:"refresh"` // refresh token -> access token
-	Codes   map[string]*codeState   `json:"codes"`
-	Snow    snowState               `json:"snow"`
-	Extra   map[string]string       `json:"extra,omitempty"`
+	Apps    map[string]*appState   `json:"apps"`
+	Users   map[string]*userState  `json:"users"`
+	Guilds  map[string]*guildState `json:"guilds"`
+	Tokens  map[string]*tokenState `json:"tokens"`  // access token -> grant
+	Refresh map[string]string      `json:"refresh"` // refresh token -> access token
+	Codes   map[string]*codeState  `json:"codes"`
+	Snow    snowState              `json:"snow"`
+	Extra   map[string]string      `json:"extra,omitempty"`
 }
 
 func newWorld() *world {

@@ -96,7 +96,9 @@ func formErr(field, code, msg string) *resp {
 type f3 float64
 
 // MarshalJSON writes three decimals.
-func (f f3) MarshalJSON() ([]byte, error) { return []byte(strconv.FormatFloat(float64(f), 'f', 3, 64)), nil }
+func (f f3) MarshalJSON() ([]byte, error) {
+	return []byte(strconv.FormatFloat(float64(f), 'f', 3, 64)), nil
+}
 
 type rateLimitBody struct {
 	Message    string `json:"message"`

@@ -182,3 +182,18 @@ func (e *Emulator) Reset() {
 	e.faults.clear()
 	e.rec.Clear()
 }
+
+// seedHistory records the pre-mutation state as the oldest history entry, so
+// that lagged reads can show the state before the first commit.
+func (e *Emulator) seedHistory() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.history) > 0 {
+		return
+	}
+	data, err := json.Marshal(e.w)
+	if err != nil {
+		return
+	}
+	e.history = append(e.history, histEntry{at: time.Time{}, data: data})
+}
