@@ -1,13 +1,265 @@
 package mapping
 
-import "context"
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
 
-// runStore keeps the registry in line with the rules bucket until ctx ends.
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimcord/scimcord/services/mapping/internal/rules"
+)
+
+// Sentinel errors of the rule-set store (mapped to gRPC codes at the edge).
+var (
+	// ErrNotFound means there is no (live) rule set for the tenant and guild.
+	ErrNotFound = errors.New("mapping: rule set not found")
+	// ErrConflict means the rule set's version is not the expected one.
+	ErrConflict = errors.New("mapping: rule set version conflict")
+	// ErrReadOnly means the service runs without a store (no JetStream).
+	ErrReadOnly = errors.New("mapping: no rule store (running without JetStream)")
+	// ErrUnavailable means JetStream did not answer.
+	ErrUnavailable = errors.New("mapping: rule store unavailable")
+)
+
+// storedSet is the value of one rule set in the bucket (key "<tenant>.<guild>").
+// A delete is a record with Deleted set, so that the version keeps growing and
+// a rule set deleted through the API is not re-seeded from the file.
+type storedSet struct {
+	Tenant    string          `json:"tenant"`
+	Guild     string          `json:"guild"`
+	Source    string          `json:"source"` // "file:<sha256>" or "api"
+	Deleted   bool            `json:"deleted,omitempty"`
+	UpdatedAt time.Time       `json:"updated_at"`
+	Rules     rules.GuildSpec `json:"rules"`
+}
+
+// RuleSetInfo is a stored rule set with its version.
+type RuleSetInfo struct {
+	Tenant, Guild string
+	Version       uint64
+	Source        string
+	UpdatedAt     time.Time
+	Spec          rules.GuildSpec
+}
+
+func setKeyString(tenant, guild string) string { return tenant + "." + guild }
+
+func fileSource(g *rules.GuildSpec) string {
+	b, _ := json.Marshal(g)
+	sum := sha256.Sum256(b)
+	return "file:" + hex.EncodeToString(sum[:])
+}
+
+// runStore makes sure the bucket exists, seeds it from the rules file, and
+// keeps the registry in line with it (every replica watches the bucket, so all
+// serve the same version within moments of a write) until ctx ends.
 func (s *Service) runStore(ctx context.Context) error {
-	if err := s.rules.loadFile(s.file); err != nil {
+	kv, err := s.openBucket(ctx)
+	if err != nil {
 		return err
 	}
-	s.markReady()
-	<-ctx.Done()
+	if err := s.seed(ctx, kv); err != nil {
+		return err
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("mapping: watch bucket %s: %w", s.cfg.Bucket, errors.Join(ErrUnavailable, err))
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("mapping: watch of bucket %s ended: %w", s.cfg.Bucket, ErrUnavailable)
+			}
+			if e == nil { // the initial values are in
+				s.markReady()
+				continue
+			}
+			s.apply(ctx, e)
+		}
+	}
+}
+
+func (s *Service) openBucket(ctx context.Context) (jetstream.KeyValue, error) {
+	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      s.cfg.Bucket,
+		Description: "scimcord mapping rule sets, one key per tenant and guild",
+		History:     uint8(s.cfg.History),
+		Replicas:    s.cfg.Replicas,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mapping: ensure bucket %s: %w", s.cfg.Bucket, errors.Join(ErrUnavailable, err))
+	}
+	s.mu.Lock()
+	s.kv = kv
+	s.mu.Unlock()
+	return kv, nil
+}
+
+func (s *Service) bucket() (jetstream.KeyValue, error) {
+	if s.js == nil {
+		return nil, ErrReadOnly
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.kv == nil {
+		return nil, fmt.Errorf("mapping: bucket %s not open yet: %w", s.cfg.Bucket, ErrUnavailable)
+	}
+	return s.kv, nil
+}
+
+// apply installs one bucket entry into the registry.
+func (s *Service) apply(ctx context.Context, e jetstream.KeyValueEntry) {
+	tenant, guild, ok := strings.Cut(e.Key(), ".")
+	if !ok {
+		s.log.WarnContext(ctx, "ignoring malformed rule-set key", "bucket", s.cfg.Bucket, "key", e.Key())
+		return
+	}
+	if e.Operation() != jetstream.KeyValuePut {
+		s.rules.set(tenant, guild, nil, e.Revision())
+		return
+	}
+	var st storedSet
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		s.log.ErrorContext(ctx, "stored rule set does not decode; keeping the previous version",
+			"tenant", tenant, "guild", guild, "version", e.Revision(), "error", err)
+		return
+	}
+	if st.Deleted {
+		s.rules.set(tenant, guild, nil, e.Revision())
+		s.log.InfoContext(ctx, "rule set deleted", "tenant", tenant, "guild", guild, "version", e.Revision())
+		return
+	}
+	st.Rules.ID = guild
+	rs, err := rules.Compile(tenant, e.Revision(), &st.Rules)
+	if err != nil {
+		s.log.ErrorContext(ctx, "stored rule set does not compile; keeping the previous version",
+			"tenant", tenant, "guild", guild, "version", e.Revision(), "error", err)
+		return
+	}
+	rs.Source, rs.UpdatedAt = st.Source, st.UpdatedAt
+	s.rules.set(tenant, guild, rs, e.Revision())
+	s.log.InfoContext(ctx, "rule set loaded", "tenant", tenant, "guild", guild, "version", e.Revision(),
+		"rules", rs.Len(), "source", st.Source)
+}
+
+// seed writes the file's rule sets into the bucket: missing ones are created,
+// ones last written from a different file are replaced (GitOps), ones edited
+// through the API are kept (with a warning), and file-sourced ones that the
+// file no longer lists are deleted.
+func (s *Service) seed(ctx context.Context, kv jetstream.KeyValue) error {
+	inFile := map[string]bool{}
+	for _, t := range s.file.Tenants {
+		for i := range t.Guilds {
+			g := &t.Guilds[i]
+			inFile[setKeyString(t.ID, g.ID)] = true
+			if err := s.seedOne(ctx, kv, t.ID, g); err != nil {
+				return err
+			}
+		}
+	}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return fmt.Errorf("mapping: list bucket %s: %w", s.cfg.Bucket, errors.Join(ErrUnavailable, err))
+	}
+	if lister == nil {
+		return nil
+	}
+	var stale []string
+	for k := range lister.Keys() {
+		if !inFile[k] {
+			stale = append(stale, k)
+		}
+	}
+	for _, k := range stale {
+		cur, rev, err := s.read(ctx, kv, k)
+		if err != nil || cur == nil || cur.Deleted || !strings.HasPrefix(cur.Source, "file:") {
+			continue
+		}
+		cur.Deleted, cur.UpdatedAt, cur.Source = true, time.Now().UTC(), "file:removed"
+		if _, err := s.write(ctx, kv, k, cur, rev); err != nil && !errors.Is(err, ErrConflict) {
+			return err
+		}
+		s.log.InfoContext(ctx, "rule set removed from the rules file: deleted", "key", k)
+	}
 	return nil
+}
+
+func (s *Service) seedOne(ctx context.Context, kv jetstream.KeyValue, tenant string, g *rules.GuildSpec) error {
+	key := setKeyString(tenant, g.ID)
+	src := fileSource(g)
+	for attempt := 0; attempt < 5; attempt++ {
+		cur, rev, err := s.read(ctx, kv, key)
+		if err != nil {
+			return err
+		}
+		switch {
+		case cur != nil && cur.Source == src:
+			return nil // already there
+		case cur != nil && !strings.HasPrefix(cur.Source, "file:"):
+			s.log.WarnContext(ctx, "rule set was changed through the API; the rules file does not override it",
+				"tenant", tenant, "guild", g.ID, "version", rev)
+			return nil
+		}
+		next := &storedSet{Tenant: tenant, Guild: g.ID, Source: src, UpdatedAt: time.Now().UTC(), Rules: *g}
+		_, err = s.write(ctx, kv, key, next, rev)
+		if errors.Is(err, ErrConflict) {
+			continue // another replica seeded at the same time: look again
+		}
+		if err == nil {
+			s.log.InfoContext(ctx, "rule set seeded from the rules file", "tenant", tenant, "guild", g.ID, "previous_version", rev)
+		}
+		return err
+	}
+	return fmt.Errorf("mapping: seed %s: %w", key, ErrConflict)
+}
+
+// read returns the stored value and revision of key (nil, 0 when absent).
+func (s *Service) read(ctx context.Context, kv jetstream.KeyValue, key string) (*storedSet, uint64, error) {
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("mapping: read %s: %w", key, errors.Join(ErrUnavailable, err))
+	}
+	var st storedSet
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return nil, e.Revision(), fmt.Errorf("mapping: decode %s rev %d: %w", key, e.Revision(), err)
+	}
+	return &st, e.Revision(), nil
+}
+
+// write stores v under key if the key's revision is rev (0: absent).
+func (s *Service) write(ctx context.Context, kv jetstream.KeyValue, key string, v *storedSet, rev uint64) (uint64, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return 0, fmt.Errorf("mapping: encode %s: %w", key, err)
+	}
+	var n uint64
+	if rev == 0 {
+		n, err = kv.Create(ctx, key, data)
+	} else {
+		n, err = kv.Update(ctx, key, data, rev)
+	}
+	switch {
+	case err == nil:
+		return n, nil
+	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		return 0, fmt.Errorf("mapping: write %s at version %d: %w", key, rev, ErrConflict)
+	}
+	return 0, fmt.Errorf("mapping: write %s: %w", key, errors.Join(ErrUnavailable, err))
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Member is what a rule set is evaluated against: one SCIM user.
@@ -28,6 +29,9 @@ type RuleSet struct {
 	Guild   string
 	Version uint64
 	Spec    GuildSpec
+	// Source and UpdatedAt describe where the version came from (set by the store).
+	Source    string
+	UpdatedAt time.Time
 
 	rules     []compiled
 	byID      map[string][]int

@@ -1,0 +1,258 @@
+package mapping_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/status"
+
+	"github.com/scimcord/scimcord/pkg/eventbus"
+	mappingv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/mapping/v1"
+	"github.com/scimcord/scimcord/pkg/natsembed"
+	"github.com/scimcord/scimcord/services/mapping"
+)
+
+// startJS starts an embedded JetStream for the test (with the SCIM buckets).
+func startJS(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	ns, err := natsembed.Start(natsembed.Config{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := eventbus.EnsureBuckets(ctx, js, eventbus.BucketConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+const staffOnly = `rules:
+  - name: staff
+    all_active_users: true
+    roles: [{id: "1100000000000000103", name: Staff}]
+`
+
+func resolveDev(t *testing.T, c mappingv1.MappingServiceClient, req *mappingv1.ResolveRolesRequest) *mappingv1.ResolveRolesResponse {
+	t.Helper()
+	req.TenantId, req.GuildId = "dev", devGuild
+	resp, err := c.ResolveRoles(context.Background(), req)
+	if err != nil {
+		t.Fatalf("ResolveRoles: %v", err)
+	}
+	return resp
+}
+
+func TestStoreSeedsTheRulesFileAndServesItsVersion(t *testing.T) {
+	t.Parallel()
+	js := startJS(t)
+	_, c := startService(t, devConfig(t), mapping.Deps{JS: js})
+	got, err := c.GetRuleSet(context.Background(), &mappingv1.GetRuleSetRequest{TenantId: "dev", GuildId: devGuild})
+	if err != nil {
+		t.Fatalf("GetRuleSet: %v", err)
+	}
+	rs := got.GetRuleSet()
+	if rs.GetVersion() == 0 || !strings.HasPrefix(rs.GetSource(), "file:") || rs.GetRuleCount() != 3 {
+		t.Errorf("rule set = %v, want version > 0, file source, 3 rules", rs)
+	}
+	resp := resolveDev(t, c, &mappingv1.ResolveRolesRequest{Active: true, Groups: []*mappingv1.GroupRef{{DisplayName: "Engineering"}}})
+	if resp.GetRulesVersion() != rs.GetVersion() || !slices.Equal(resp.GetRoleIds(), []string{roleEng, roleStaff}) {
+		t.Errorf("resolve = %v, want Engineering+Staff at version %d", resp, rs.GetVersion())
+	}
+	list, err := c.ListRuleSets(context.Background(), &mappingv1.ListRuleSetsRequest{TenantId: "dev"})
+	if err != nil || len(list.GetRuleSets()) != 1 || len(list.GetRuleSets()[0].GetManagedRoles()) != 3 {
+		t.Errorf("ListRuleSets = %v, %v", list, err)
+	}
+}
+
+func TestPutRuleSetIsCompareAndSet(t *testing.T) {
+	t.Parallel()
+	js := startJS(t)
+	_, c := startService(t, devConfig(t), mapping.Deps{JS: js})
+	ctx := context.Background()
+	cur, err := c.GetRuleSet(ctx, &mappingv1.GetRuleSetRequest{TenantId: "dev", GuildId: devGuild})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := cur.GetRuleSet().GetVersion()
+
+	// Two writers race from the same version: exactly one wins.
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = c.PutRuleSet(ctx, &mappingv1.PutRuleSetRequest{TenantId: "dev", GuildId: devGuild, Yaml: staffOnly, ExpectedVersion: v})
+		}()
+	}
+	wg.Wait()
+	won, aborted := 0, 0
+	for _, err := range errs {
+		switch statusCode(err) {
+		case "OK":
+			won++
+		case "Aborted":
+			aborted++
+		default:
+			t.Errorf("racing put: %v", err)
+		}
+	}
+	if won != 1 || aborted != 1 {
+		t.Fatalf("won %d, aborted %d; want 1 and 1", won, aborted)
+	}
+	// A stale version is refused; creating over a live rule set is refused.
+	for _, ev := range []uint64{v, 0} {
+		_, err := c.PutRuleSet(ctx, &mappingv1.PutRuleSetRequest{TenantId: "dev", GuildId: devGuild, Yaml: staffOnly, ExpectedVersion: ev})
+		if statusCode(err) != "Aborted" {
+			t.Errorf("put at version %d = %v, want Aborted", ev, err)
+		}
+	}
+	// The writer's own replica serves the new rules at once.
+	resp := resolveDev(t, c, &mappingv1.ResolveRolesRequest{Active: true, Groups: []*mappingv1.GroupRef{{DisplayName: "Engineering"}}})
+	if !slices.Equal(resp.GetRoleIds(), []string{roleStaff}) || resp.GetRulesVersion() <= v {
+		t.Errorf("after put: %v", resp)
+	}
+}
+
+func TestPutRuleSetRejectsInvalidRulesWithFieldViolations(t *testing.T) {
+	t.Parallel()
+	js := startJS(t)
+	_, c := startService(t, devConfig(t), mapping.Deps{JS: js})
+	ctx := context.Background()
+	cur, _ := c.GetRuleSet(ctx, &mappingv1.GetRuleSetRequest{TenantId: "dev", GuildId: devGuild})
+	bad := `rules:
+  - name: dept
+    when: 'user.enterprise.department =='
+    roles: [{id: "1100000000000000101"}]
+  - name: ok
+    all_active_users: true
+    roles: [{id: "1100000000000000103"}]
+`
+	_, err := c.PutRuleSet(ctx, &mappingv1.PutRuleSetRequest{TenantId: "dev", GuildId: devGuild, Yaml: bad, ExpectedVersion: cur.GetRuleSet().GetVersion()})
+	st, _ := status.FromError(err)
+	if st.Code().String() != "InvalidArgument" {
+		t.Fatalf("put = %v, want InvalidArgument", err)
+	}
+	var fv []*errdetails.BadRequest_FieldViolation
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			fv = br.GetFieldViolations()
+		}
+	}
+	if len(fv) != 1 || fv[0].GetField() != "rules[0].when" || !strings.Contains(fv[0].GetDescription(), "line 3: rule dept") {
+		t.Errorf("field violations = %v, want one for rules[0].when at line 3", fv)
+	}
+	// Nothing reached the store.
+	after, _ := c.GetRuleSet(ctx, &mappingv1.GetRuleSetRequest{TenantId: "dev", GuildId: devGuild})
+	if after.GetRuleSet().GetVersion() != cur.GetRuleSet().GetVersion() {
+		t.Errorf("version moved from %d to %d after a refused write", cur.GetRuleSet().GetVersion(), after.GetRuleSet().GetVersion())
+	}
+}
+
+func TestHotReloadReachesEveryReplica(t *testing.T) {
+	t.Parallel()
+	js := startJS(t)
+	_, a := startService(t, devConfig(t), mapping.Deps{JS: js})
+	_, b := startService(t, devConfig(t), mapping.Deps{JS: js})
+	ctx := context.Background()
+	cur, err := a.GetRuleSet(ctx, &mappingv1.GetRuleSetRequest{TenantId: "dev", GuildId: devGuild})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put, err := a.PutRuleSet(ctx, &mappingv1.PutRuleSetRequest{TenantId: "dev", GuildId: devGuild, Yaml: staffOnly, ExpectedVersion: cur.GetRuleSet().GetVersion()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := put.GetRuleSet().GetVersion()
+	start := time.Now()
+	waitFor(t, 5*time.Second, "replica b to serve the new version", func() bool {
+		r := resolveDev(t, b, &mappingv1.ResolveRolesRequest{Active: true, Groups: []*mappingv1.GroupRef{{DisplayName: "Engineering"}}})
+		return r.GetRulesVersion() == want && slices.Equal(r.GetRoleIds(), []string{roleStaff})
+	})
+	t.Logf("replica b converged in %s", time.Since(start))
+
+	// A delete reaches b too; b then manages nothing in the guild.
+	if _, err := a.DeleteRuleSet(ctx, &mappingv1.DeleteRuleSetRequest{TenantId: "dev", GuildId: devGuild, ExpectedVersion: want}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "replica b to drop the deleted rule set", func() bool {
+		r := resolveDev(t, b, &mappingv1.ResolveRolesRequest{Active: true})
+		return r.GetRulesVersion() == 0 && len(r.GetManagedRoleIds()) == 0
+	})
+}
+
+func TestSeedKeepsAPIEditsAndDeletesAcrossRestarts(t *testing.T) {
+	t.Parallel()
+	js := startJS(t)
+	ctx := context.Background()
+	second := mappingYAML("1200000000000000000", "1200000000000000101")
+	cfg := devConfig(t)
+	cfg.RulesFile = writeRules(t, second)
+	svc1, c1 := startService(t, cfg, mapping.Deps{JS: js})
+	_ = svc1
+	got, err := c1.GetRuleSet(ctx, &mappingv1.GetRuleSetRequest{TenantId: "dev", GuildId: "1200000000000000000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Edit through the API, then restart with the same file: the edit stays.
+	put, err := c1.PutRuleSet(ctx, &mappingv1.PutRuleSetRequest{TenantId: "dev", GuildId: "1200000000000000000",
+		Yaml: strings.ReplaceAll(staffOnly, "1100000000000000103", "1200000000000000999"), ExpectedVersion: got.GetRuleSet().GetVersion()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, c2 := startService(t, cfg, mapping.Deps{JS: js})
+	again, err := c2.GetRuleSet(ctx, &mappingv1.GetRuleSetRequest{TenantId: "dev", GuildId: "1200000000000000000"})
+	if err != nil || again.GetRuleSet().GetVersion() != put.GetRuleSet().GetVersion() || again.GetRuleSet().GetSource() != "api" {
+		t.Errorf("after restart: %v, %v; want the API version %d kept", again, err, put.GetRuleSet().GetVersion())
+	}
+	// A changed file replaces a file-sourced rule set (GitOps).
+	cfg3 := devConfig(t)
+	_, c3 := startService(t, cfg3, mapping.Deps{JS: js}) // seeds dev guild 1100… (file-sourced)
+	v1, _ := c3.GetRuleSet(ctx, &mappingv1.GetRuleSetRequest{TenantId: "dev", GuildId: devGuild})
+	cfg4 := devConfig(t)
+	cfg4.RulesFile = writeRules(t, mappingYAML(devGuild, roleDesign))
+	_, c4 := startService(t, cfg4, mapping.Deps{JS: js})
+	v2, err := c4.GetRuleSet(ctx, &mappingv1.GetRuleSetRequest{TenantId: "dev", GuildId: devGuild})
+	if err != nil || v2.GetRuleSet().GetVersion() <= v1.GetRuleSet().GetVersion() || v2.GetRuleSet().GetRuleCount() != 1 {
+		t.Errorf("changed file: %v, %v; want a newer version with 1 rule", v2, err)
+	}
+}
+
+// mappingYAML is a rules file with one guild and one all-active rule.
+func mappingYAML(guild, role string) string {
+	return "tenants:\n  - id: dev\n    guilds:\n      - id: \"" + guild + "\"\n        rules:\n          - name: everyone\n            all_active_users: true\n            roles: [{id: \"" + role + "\"}]\n"
+}
+
+func TestAdminWritesWithoutAStoreAreRefused(t *testing.T) {
+	t.Parallel()
+	_, c := startService(t, devConfig(t), mapping.Deps{})
+	_, err := c.PutRuleSet(context.Background(), &mappingv1.PutRuleSetRequest{TenantId: "dev", GuildId: devGuild, Yaml: staffOnly, ExpectedVersion: 1})
+	if statusCode(err) != "FailedPrecondition" {
+		t.Errorf("put without store = %v, want FailedPrecondition", err)
+	}
+	_, err = c.GetRuleSet(context.Background(), &mappingv1.GetRuleSetRequest{TenantId: "dev", GuildId: "1200000000000000000"})
+	if statusCode(err) != "NotFound" {
+		t.Errorf("get unknown = %v, want NotFound", err)
+	}
+}
+
+var _ = errors.Is
