@@ -24,8 +24,8 @@ type resp struct {
 }
 
 type errObj struct {
-	Code    int    `json:"code"`
 	Message string `json:"message"`
+	Code    int    `json:"code"`
 	Errors  any    `json:"errors,omitempty"`
 }
 
