@@ -1,0 +1,301 @@
+// Package applier is the scimcord service that makes Discord match the SCIM
+// state: a durable JetStream consumer on the resource stream that, for every
+// affected member, asks the mapping service for the desired managed roles,
+// reads the member from Discord and issues the fewest calls that close the gap,
+// within Discord's rate limits, recording a sync status per member.
+package applier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/scimcord/scimcord/pkg/eventbus"
+	mappingv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/mapping/v1"
+	"github.com/scimcord/scimcord/pkg/tenants"
+)
+
+// Config configures the applier. Start from DefaultConfig.
+type Config struct {
+	// HTTPAddr serves /healthz and /readyz; "" runs no listener (all-in-one).
+	HTTPAddr string
+	// GlobalRPS is the bot's global request budget per second
+	// (SCIMCORD_DISCORD_GLOBAL_RPS, Discord's is 50).
+	GlobalRPS float64
+	// GlobalWindow is the window GlobalRPS is measured over (1s; a
+	// time-scaled emulator scales it, and GlobalRPS with it).
+	GlobalWindow time.Duration
+	// Durable is the JetStream durable consumer name; replicas share it.
+	Durable string
+	// Workers is the number of messages handled at once.
+	Workers int
+	// ShutdownTimeout bounds the graceful stop.
+	ShutdownTimeout time.Duration
+	// MaxRateWait is the longest a handler waits for the rate limiter; a
+	// longer wait delays the message (NakWithDelay) instead.
+	MaxRateWait time.Duration
+	// RetryBase and RetryMax bound the backoff (with jitter) of transient errors.
+	RetryBase, RetryMax time.Duration
+	// RequestTimeout bounds one Discord HTTP call.
+	RequestTimeout time.Duration
+	// AckWait is the JetStream ack wait of the consumer.
+	AckWait time.Duration
+	// AuditReason prefixes the X-Audit-Log-Reason of every change.
+	AuditReason string
+	// DeadLetterBucket is the KV bucket of dead letters (permanent failures).
+	DeadLetterBucket string
+}
+
+// DefaultConfig returns the production defaults.
+func DefaultConfig() Config {
+	return Config{
+		HTTPAddr:         ":8081",
+		GlobalRPS:        50,
+		GlobalWindow:     time.Second,
+		Durable:          "applier",
+		Workers:          32,
+		ShutdownTimeout:  10 * time.Second,
+		MaxRateWait:      2 * time.Second,
+		RetryBase:        500 * time.Millisecond,
+		RetryMax:         time.Minute,
+		RequestTimeout:   15 * time.Second,
+		AckWait:          30 * time.Second,
+		AuditReason:      "scimcord",
+		DeadLetterBucket: "applier_deadletter",
+	}
+}
+
+// Validate reports a configuration that cannot run.
+func (c Config) Validate() error {
+	var errs []error
+	if c.GlobalRPS <= 0 {
+		errs = append(errs, fmt.Errorf("applier: GlobalRPS %v must be > 0", c.GlobalRPS))
+	}
+	if c.GlobalWindow <= 0 {
+		errs = append(errs, fmt.Errorf("applier: GlobalWindow %v must be > 0", c.GlobalWindow))
+	}
+	if !eventbus.ValidToken(c.Durable) {
+		errs = append(errs, fmt.Errorf("applier: Durable %q must match [A-Za-z0-9_=-]+", c.Durable))
+	}
+	if c.Workers <= 0 {
+		errs = append(errs, fmt.Errorf("applier: Workers %d must be > 0", c.Workers))
+	}
+	if c.ShutdownTimeout <= 0 || c.MaxRateWait <= 0 || c.RetryBase <= 0 || c.RetryMax < c.RetryBase ||
+		c.RequestTimeout <= 0 || c.AckWait <= 0 {
+		errs = append(errs, errors.New("applier: ShutdownTimeout, MaxRateWait, RetryBase, RequestTimeout and AckWait must be > 0 and RetryMax >= RetryBase"))
+	}
+	if c.MaxRateWait+c.RequestTimeout >= c.AckWait {
+		errs = append(errs, fmt.Errorf("applier: MaxRateWait+RequestTimeout (%s) must be below AckWait (%s)", c.MaxRateWait+c.RequestTimeout, c.AckWait))
+	}
+	if !eventbus.ValidToken(c.DeadLetterBucket) {
+		errs = append(errs, fmt.Errorf("applier: DeadLetterBucket %q is not a valid bucket name", c.DeadLetterBucket))
+	}
+	return errors.Join(errs...)
+}
+
+// Deps are the applier's collaborators, created by the caller.
+type Deps struct {
+	// JS is the JetStream context; the buckets exist (eventbus.EnsureBuckets).
+	JS jetstream.JetStream
+	// Tenants says which guilds each tenant drives, and the policies.
+	Tenants *tenants.Set
+	// Mapping is a client of the mapping service.
+	Mapping mappingv1.MappingServiceClient
+	// BotToken authenticates to Discord. Never logged.
+	BotToken string
+	// HTTPClient is discordgo's client (emu.HTTPClient() in tests); nil → a
+	// default client with Config.RequestTimeout.
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+	// TracerProvider traces the applier (nil → no-op).
+	TracerProvider trace.TracerProvider
+}
+
+// Service is a configured applier.
+type Service struct {
+	cfg     Config
+	deps    Deps
+	log     *slog.Logger
+	tracer  trace.Tracer
+	limiter *Limiter
+	dc      *discord
+	coal    *coalescer
+	metrics *metrics
+
+	store  *eventbus.Store
+	status *statusStore
+	dead   *deadLetters
+
+	ready atomic.Bool
+	mu    sync.Mutex
+}
+
+// New checks the configuration and dependencies and builds the service.
+func New(cfg Config, deps Deps) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	switch {
+	case deps.JS == nil:
+		return nil, errors.New("applier: Deps.JS is required")
+	case deps.Tenants == nil:
+		return nil, errors.New("applier: Deps.Tenants is required")
+	case deps.Mapping == nil:
+		return nil, errors.New("applier: Deps.Mapping is required")
+	case deps.BotToken == "":
+		return nil, errors.New("applier: Deps.BotToken is required")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	tp := deps.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	m := newMetrics()
+	lim := NewLimiter(cfg.GlobalRPS, cfg.GlobalWindow, cfg.MaxRateWait)
+	dc, err := newDiscord(deps.BotToken, deps.HTTPClient, lim, m, cfg.RequestTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{
+		cfg: cfg, deps: deps, log: log.With("service", "applier"),
+		tracer:  tp.Tracer("github.com/scimcord/scimcord/services/applier"),
+		limiter: lim, dc: dc, coal: newCoalescer(), metrics: m,
+	}, nil
+}
+
+// open binds the buckets (idempotent).
+func (s *Service) open(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.store != nil {
+		return nil
+	}
+	st, err := eventbus.OpenStore(ctx, s.deps.JS)
+	if err != nil {
+		return err
+	}
+	kv, err := s.deps.JS.KeyValue(ctx, eventbus.StatusBucket)
+	if err != nil {
+		return fmt.Errorf("applier: open bucket %s: %w", eventbus.StatusBucket, err)
+	}
+	dl, err := s.deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.cfg.DeadLetterBucket, History: 1})
+	if err != nil {
+		return fmt.Errorf("applier: open bucket %s: %w", s.cfg.DeadLetterBucket, err)
+	}
+	s.store, s.status, s.dead = st, &statusStore{kv: kv}, &deadLetters{kv: dl}
+	return nil
+}
+
+// Run consumes the resource stream until ctx ends, then stops gracefully
+// within ShutdownTimeout.
+func (s *Service) Run(ctx context.Context) error {
+	for {
+		err := s.open(ctx)
+		if err == nil {
+			break
+		}
+		s.log.WarnContext(ctx, "jetstream not ready, retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	var wg sync.WaitGroup
+	var srv *http.Server
+	if s.cfg.HTTPAddr != "" {
+		ln, err := net.Listen("tcp", s.cfg.HTTPAddr)
+		if err != nil {
+			return fmt.Errorf("applier: listen %s: %w", s.cfg.HTTPAddr, err)
+		}
+		srv = &http.Server{Handler: s.healthHandler(), ReadHeaderTimeout: 5 * time.Second}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.ErrorContext(ctx, "health listener failed", "error", err)
+			}
+		}()
+		s.log.InfoContext(ctx, "health listener started", "addr", ln.Addr().String())
+	}
+	s.ready.Store(true)
+	s.log.InfoContext(ctx, "applier started", "durable", s.cfg.Durable, "workers", s.cfg.Workers, "global_rps", s.cfg.GlobalRPS)
+	done := make(chan error, 1)
+	go func() {
+		done <- eventbus.Consume(ctx, s.deps.JS, eventbus.ConsumeConfig{
+			Stream:   eventbus.ResourceStream,
+			Durable:  s.cfg.Durable,
+			Workers:  s.cfg.Workers,
+			AckWait:  s.cfg.AckWait,
+			Backoff:  s.backoff,
+			SpanName: "applier.process",
+			Logger:   s.log,
+		}, s.handle)
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		// Consume finishes the messages in flight; bound the wait.
+		t := time.NewTimer(s.cfg.ShutdownTimeout)
+		select {
+		case err = <-done:
+		case <-t.C:
+			err = fmt.Errorf("applier: shutdown timed out after %s", s.cfg.ShutdownTimeout)
+		}
+		t.Stop()
+	}
+	s.ready.Store(false)
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+		_ = srv.Shutdown(sctx)
+		cancel()
+	}
+	wg.Wait()
+	s.log.InfoContext(context.WithoutCancel(ctx), "applier stopped")
+	return err
+}
+
+func (s *Service) healthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	return mux
+}
+
+// Status returns the sync status of one member (ErrNoStatus if none yet).
+func (s *Service) Status(ctx context.Context, tenant, guild, scimUserID string) (Status, error) {
+	if err := s.open(ctx); err != nil {
+		return Status{}, err
+	}
+	return s.status.get(ctx, tenant, guild, scimUserID)
+}
+
+// Metrics returns a snapshot of the applier's counters.
+func (s *Service) Metrics() Metrics {
+	m := s.metrics.snapshot()
+	m.Limiter = s.limiter.Stats()
+	return m
+}

@@ -1,0 +1,98 @@
+package applier
+
+import (
+	"context"
+	"sync"
+)
+
+// coalescer serialises the reconciles of one member and coalesces the
+// messages that arrive while one is running: a reconcile covers every message
+// that arrived before it read the stored state, so those messages finish with
+// its result instead of reconciling again. 50 updates to one user while
+// Discord is busy therefore cost one reconcile after the busy one, not 50.
+type coalescer struct {
+	mu sync.Mutex
+	m  map[string]*coalesceEntry
+}
+
+type coalesceEntry struct {
+	gen     uint64 // messages seen
+	doneGen uint64 // messages covered by a successful reconcile
+	running bool
+	refs    int
+	wake    chan struct{}
+	// result of the last failed run and the generation it had read
+	errGen uint64
+	err    error
+}
+
+func newCoalescer() *coalescer { return &coalescer{m: map[string]*coalesceEntry{}} }
+
+// run is one reconcile. mark must be called just before it reads state; stale
+// reports whether a newer message arrived since mark.
+type runFunc func(ctx context.Context, mark func(), stale func() bool) error
+
+// Do runs fn for key unless a reconcile that starts after this call returns
+// covers it; it returns that reconcile's result.
+func (c *coalescer) Do(ctx context.Context, key string, fn runFunc) error {
+	c.mu.Lock()
+	e := c.m[key]
+	if e == nil {
+		e = &coalesceEntry{wake: make(chan struct{})}
+		c.m[key] = e
+	}
+	e.gen++
+	my := e.gen
+	e.refs++
+	defer func() {
+		c.mu.Lock()
+		e.refs--
+		if e.refs == 0 && !e.running {
+			delete(c.m, key)
+		}
+		c.mu.Unlock()
+	}()
+	for {
+		if e.doneGen >= my {
+			c.mu.Unlock()
+			return nil
+		}
+		if e.err != nil && e.errGen >= my {
+			err := e.err
+			c.mu.Unlock()
+			return err
+		}
+		if !e.running {
+			e.running = true
+			var read uint64
+			c.mu.Unlock()
+			mark := func() { c.mu.Lock(); read = e.gen; c.mu.Unlock() }
+			stale := func() bool { c.mu.Lock(); defer c.mu.Unlock(); return e.gen > read }
+			err := fn(ctx, mark, stale)
+			c.mu.Lock()
+			e.running = false
+			if err == nil {
+				if read > e.doneGen {
+					e.doneGen = read
+				}
+			} else {
+				e.err, e.errGen = err, read
+			}
+			close(e.wake)
+			e.wake = make(chan struct{})
+			if err != nil {
+				c.mu.Unlock()
+				return err
+			}
+			continue
+		}
+		wake := e.wake
+		c.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		c.mu.Lock()
+	}
+}

@@ -1,0 +1,283 @@
+package applier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/bwmarrin/discordgo"
+)
+
+// Discord JSON error codes the applier decides on.
+const (
+	codeUnknownMember      = 10007
+	codeUnknownRole        = 10011
+	codeMissingAccess      = 50001
+	codeMissingPermissions = 50013
+)
+
+// Route names of the calls the applier makes. They only key the limiter's
+// learned state; bucket sizes come from the response headers.
+const (
+	routeMemberGet    = "GET /guilds/{g}/members/{u}"
+	routeMemberEdit   = "PATCH /guilds/{g}/members/{u}"
+	routeRoleAdd      = "PUT /guilds/{g}/members/{u}/roles/{r}"
+	routeRoleRemove   = "DELETE /guilds/{g}/members/{u}/roles/{r}"
+	routeMemberKick   = "DELETE /guilds/{g}/members/{u}"
+	routeBanCreate    = "PUT /guilds/{g}/bans/{u}"
+	routeMembersList  = "GET /guilds/{g}/members"
+	routeRolesList    = "GET /guilds/{g}/roles"
+	routeUsersMe      = "GET /users/@me"
+	routeGuildRoleNew = "POST /guilds/{g}/roles"
+)
+
+// ErrorClass says what the applier does about a failed Discord call.
+type ErrorClass int
+
+// The error classes.
+const (
+	// ClassTransient: 5xx, network errors, timeouts — retry with backoff.
+	ClassTransient ErrorClass = iota
+	// ClassRateLimited: a 429 or our own limiter's deferral — delay the message.
+	ClassRateLimited
+	// ClassUnknownMember: 10007 — the user is not in the guild (pending_join).
+	ClassUnknownMember
+	// ClassPermanent: 50013, 10011, 50001 and other 4xx — failed + dead letter.
+	ClassPermanent
+)
+
+// DiscordError is a failed Discord call, classified.
+type DiscordError struct {
+	Op         string // what the applier tried, e.g. "add role 123"
+	Status     int    // HTTP status, 0 for transport errors
+	Code       int    // Discord JSON error code
+	Message    string // Discord's message
+	RetryAfter time.Duration
+	Class      ErrorClass
+	Err        error
+}
+
+func (e *DiscordError) Error() string {
+	if e.Status == 0 {
+		return fmt.Sprintf("discord %s: %v", e.Op, e.Err)
+	}
+	return fmt.Sprintf("discord %s: HTTP %d code %d: %s", e.Op, e.Status, e.Code, e.Message)
+}
+
+func (e *DiscordError) Unwrap() error { return e.Err }
+
+// classify turns a discordgo error into a *DiscordError.
+func classify(op string, err error) *DiscordError {
+	de := &DiscordError{Op: op, Err: err, Class: ClassTransient}
+	var we *WaitError
+	var rl *discordgo.RateLimitError
+	var re *discordgo.RESTError
+	switch {
+	case errors.As(err, &we):
+		de.Class, de.RetryAfter = ClassRateLimited, we.Delay
+	case errors.As(err, &rl):
+		de.Class, de.Status, de.Message = ClassRateLimited, http.StatusTooManyRequests, rl.Message
+		if rl.TooManyRequests != nil {
+			de.RetryAfter = rl.RetryAfter
+		}
+		if de.RetryAfter <= 0 {
+			de.RetryAfter = time.Second
+		}
+	case errors.As(err, &re):
+		if re.Response != nil {
+			de.Status = re.Response.StatusCode
+		}
+		if re.Message != nil {
+			de.Code, de.Message = re.Message.Code, re.Message.Message
+		}
+		switch {
+		case de.Code == codeUnknownMember:
+			de.Class = ClassUnknownMember
+		case de.Status == http.StatusTooManyRequests:
+			// A 429 discordgo could not parse (such as a Cloudflare ban page).
+			de.Class, de.RetryAfter = ClassRateLimited, time.Minute
+		case de.Status >= 500 || de.Status == http.StatusRequestTimeout || de.Status == 0:
+			de.Class = ClassTransient
+		case de.Status == http.StatusUnauthorized:
+			// A bad or rotated token: not the member's fault, retried slowly.
+			de.Class = ClassTransient
+		default:
+			de.Class = ClassPermanent
+		}
+		if de.Message == "" {
+			de.Message = http.StatusText(de.Status)
+		}
+	default:
+		var ne net.Error
+		if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
+			de.Class = ClassTransient
+		}
+		if strings.Contains(err.Error(), "Exceeded Max retries") {
+			de.Class = ClassTransient
+		}
+	}
+	return de
+}
+
+// discord wraps a discordgo session with the applier's limiter.
+type discord struct {
+	s       *discordgo.Session
+	limiter *Limiter
+	timeout time.Duration
+}
+
+func newDiscord(token string, hc *http.Client, limiter *Limiter, m *metrics, timeout time.Duration) (*discord, error) {
+	if !strings.HasPrefix(token, "Bot ") {
+		token = "Bot " + token
+	}
+	s, err := discordgo.New(token)
+	if err != nil {
+		return nil, errors.New("applier: cannot create discord session") // never echo the token
+	}
+	base := http.DefaultTransport
+	if hc != nil && hc.Transport != nil {
+		base = hc.Transport
+	}
+	client := &http.Client{Transport: &limitTransport{base: base, limiter: limiter, metrics: m}, Timeout: timeout}
+	if hc != nil && hc.Timeout > 0 {
+		client.Timeout = hc.Timeout
+	}
+	s.Client = client
+	s.ShouldRetryOnRateLimit = false
+	s.MaxRestRetries = 0
+	s.StateEnabled = false
+	s.Identify.Intents = discordgo.IntentsGuildMembers
+	return &discord{s: s, limiter: limiter, timeout: timeout}, nil
+}
+
+// opts builds the request options of one call.
+func (d *discord) opts(ctx context.Context, t *Ticket, reason string) []discordgo.RequestOption {
+	o := []discordgo.RequestOption{discordgo.WithContext(withTicket(ctx, t)), discordgo.WithRetryOnRatelimit(false), discordgo.WithRestRetries(0)}
+	if reason != "" {
+		// discordgo v0.28.1 sends the reason as given; Discord wants it URL-encoded.
+		o = append(o, discordgo.WithAuditLogReason(encodeReason(reason)))
+	}
+	return o
+}
+
+func (d *discord) call(ctx context.Context, route Route, op string, f func(t *Ticket) error) error {
+	t, err := d.limiter.Acquire(ctx, route)
+	if err != nil {
+		return classify(op, err)
+	}
+	if err := f(t); err != nil {
+		t.Cancel() // no-op when the transport observed the response
+		return classify(op, err)
+	}
+	t.Cancel()
+	return nil
+}
+
+// Member returns a member's role ids.
+func (d *discord) Member(ctx context.Context, guildID, userID string) ([]string, error) {
+	var roles []string
+	err := d.call(ctx, Route{routeMemberGet, guildID}, "get member", func(t *Ticket) error {
+		m, err := d.s.GuildMember(guildID, userID, d.opts(ctx, t, "")...)
+		if err == nil {
+			roles = m.Roles
+		}
+		return err
+	})
+	return roles, err
+}
+
+// AddRole adds one role to a member.
+func (d *discord) AddRole(ctx context.Context, guildID, userID, roleID, reason string) error {
+	return d.call(ctx, Route{routeRoleAdd, guildID}, "add role "+roleID, func(t *Ticket) error {
+		return d.s.GuildMemberRoleAdd(guildID, userID, roleID, d.opts(ctx, t, reason)...)
+	})
+}
+
+// RemoveRole removes one role from a member.
+func (d *discord) RemoveRole(ctx context.Context, guildID, userID, roleID, reason string) error {
+	return d.call(ctx, Route{routeRoleRemove, guildID}, "remove role "+roleID, func(t *Ticket) error {
+		return d.s.GuildMemberRoleRemove(guildID, userID, roleID, d.opts(ctx, t, reason)...)
+	})
+}
+
+// SetRoles replaces a member's whole role list in one PATCH.
+func (d *discord) SetRoles(ctx context.Context, guildID, userID string, roles []string, reason string) error {
+	return d.call(ctx, Route{routeMemberEdit, guildID}, "set roles", func(t *Ticket) error {
+		_, err := d.s.GuildMemberEdit(guildID, userID, &discordgo.GuildMemberParams{Roles: &roles}, d.opts(ctx, t, reason)...)
+		return err
+	})
+}
+
+// Kick removes a member from the guild.
+func (d *discord) Kick(ctx context.Context, guildID, userID, reason string) error {
+	return d.call(ctx, Route{routeMemberKick, guildID}, "kick", func(t *Ticket) error {
+		return d.s.GuildMemberDelete(guildID, userID, d.opts(ctx, t, reason)...)
+	})
+}
+
+// Ban bans a user from the guild.
+func (d *discord) Ban(ctx context.Context, guildID, userID, reason string) error {
+	return d.call(ctx, Route{routeBanCreate, guildID}, "ban", func(t *Ticket) error {
+		return d.s.GuildBanCreate(guildID, userID, 0, d.opts(ctx, t, reason)...)
+	})
+}
+
+// Members lists one page of members after the given user id.
+func (d *discord) Members(ctx context.Context, guildID, after string, limit int) ([]*discordgo.Member, error) {
+	var out []*discordgo.Member
+	err := d.call(ctx, Route{routeMembersList, guildID}, "list members", func(t *Ticket) error {
+		ms, err := d.s.GuildMembers(guildID, after, limit, d.opts(ctx, t, "")...)
+		out = ms
+		return err
+	})
+	return out, err
+}
+
+// Roles lists the guild's roles.
+func (d *discord) Roles(ctx context.Context, guildID string) ([]*discordgo.Role, error) {
+	var out []*discordgo.Role
+	err := d.call(ctx, Route{routeRolesList, guildID}, "list roles", func(t *Ticket) error {
+		rs, err := d.s.GuildRoles(guildID, d.opts(ctx, t, "")...)
+		out = rs
+		return err
+	})
+	return out, err
+}
+
+// Me returns the bot's own user id.
+func (d *discord) Me(ctx context.Context) (string, error) {
+	var id string
+	err := d.call(ctx, Route{routeUsersMe, ""}, "get bot user", func(t *Ticket) error {
+		u, err := d.s.User("@me", d.opts(ctx, t, "")...)
+		if err == nil {
+			id = u.ID
+		}
+		return err
+	})
+	return id, err
+}
+
+// encodeReason percent-encodes an audit-log reason: every byte outside the
+// unreserved set (RFC 3986) is escaped, so spaces, '+' and UTF-8 survive.
+func encodeReason(s string) string {
+	if len(s) > 400 {
+		s = s[:400]
+	}
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}

@@ -1,0 +1,401 @@
+package applier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Route names one kind of Discord call and its major parameter (the guild id
+// for guild routes). Buckets are not hard-coded: the limiter learns which
+// routes share a bucket, and each bucket's size and reset, from the
+// X-RateLimit-* headers of the responses.
+type Route struct {
+	// Name is the route template, such as "PATCH /guilds/{g}/members/{u}".
+	Name string
+	// Major is the major parameter (guild id) or "".
+	Major string
+}
+
+// WaitError says that a call could not start within the limiter's maximum
+// wait: the caller should delay the message by Delay instead of sleeping.
+type WaitError struct {
+	Route Route
+	Delay time.Duration
+}
+
+func (e *WaitError) Error() string {
+	return fmt.Sprintf("rate limit: %s (%s) busy for %s", e.Route.Name, e.Route.Major, e.Delay.Round(time.Millisecond))
+}
+
+// limitBucket is what the limiter knows about one Discord bucket.
+type limitBucket struct {
+	known     bool      // limit and reset learned from headers
+	limit     int       // X-RateLimit-Limit
+	remaining int       // units we may still use before resetAt
+	resetAt   time.Time // when the bucket is full again (local clock)
+	pending   bool      // refilled locally; resetAt unknown until a response of this epoch
+	epoch     uint64    // incremented on every local refill
+	probing   bool      // one request is in flight to learn an unknown bucket
+	changed   chan struct{}
+}
+
+func newLimitBucket() *limitBucket { return &limitBucket{changed: make(chan struct{})} }
+
+func (b *limitBucket) notify() {
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+// Limiter is the applier's own Discord rate limiter: a global limit of N
+// requests per window (a sliding log, so no fixed, clock-aligned window on
+// Discord's side can see more than N) plus the per-route buckets learned from
+// response headers. Waits respect ctx; a wait longer than MaxWait returns a
+// *WaitError so that the message is delayed rather than a goroutine asleep.
+type Limiter struct {
+	mu      sync.Mutex
+	now     func() time.Time
+	maxWait time.Duration
+
+	globalN      int
+	globalWindow time.Duration
+	sent         []time.Time // ring of the last globalN send times
+	next         int
+	globalUntil  time.Time // set by a global 429
+
+	routeBucket map[string]string // route name → X-RateLimit-Bucket hash
+	buckets     map[string]*limitBucket
+
+	stats LimiterStats
+}
+
+// LimiterStats counts what the limiter saw.
+type LimiterStats struct {
+	Requests     int64
+	RateLimited  int64 // 429 responses
+	GlobalLimits int64 // 429 with global scope
+	Waits        int64 // acquisitions that had to wait
+	Deferred     int64 // acquisitions refused with a WaitError
+}
+
+// NewLimiter returns a limiter of rps requests per second measured over
+// window (1s for Discord; a time-scaled emulator scales the window).
+func NewLimiter(rps float64, window, maxWait time.Duration) *Limiter {
+	n := int(rps * window.Seconds())
+	if n < 1 {
+		n = 1
+	}
+	return &Limiter{
+		now:          time.Now,
+		maxWait:      maxWait,
+		globalN:      n,
+		globalWindow: window + window/20, // margin for network jitter
+		sent:         make([]time.Time, n),
+		routeBucket:  map[string]string{},
+		buckets:      map[string]*limitBucket{},
+	}
+}
+
+// Stats returns a copy of the counters.
+func (l *Limiter) Stats() LimiterStats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stats
+}
+
+func (l *Limiter) bucketKey(r Route) string {
+	if h, ok := l.routeBucket[r.Name]; ok {
+		return h + "|" + r.Major
+	}
+	return "route:" + r.Name + "|" + r.Major
+}
+
+func (l *Limiter) bucket(r Route) *limitBucket {
+	k := l.bucketKey(r)
+	b := l.buckets[k]
+	if b == nil {
+		b = newLimitBucket()
+		l.buckets[k] = b
+	}
+	return b
+}
+
+// Ticket is one permission to send a request. It is passed to the transport
+// through the request context and closed by Observe (or Cancel).
+type Ticket struct {
+	l       *Limiter
+	route   Route
+	b       *limitBucket
+	epoch   uint64
+	probing bool
+	done    bool
+}
+
+// NextFree estimates how long until route could start a request.
+func (l *Limiter) NextFree(r Route) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.bucket(r)
+	now := l.now()
+	if !b.known || b.remaining > 0 || b.pending || !now.Before(b.resetAt) {
+		return 0
+	}
+	return b.resetAt.Sub(now)
+}
+
+// Acquire waits until route may send one request, then reserves it.
+func (l *Limiter) Acquire(ctx context.Context, r Route) (*Ticket, error) {
+	waited := false
+	for {
+		l.mu.Lock()
+		now := l.now()
+		b := l.bucket(r)
+		if b.known && !b.pending && !now.Before(b.resetAt) {
+			b.remaining = b.limit
+			b.epoch++
+			b.pending = true
+		}
+		var wait time.Duration
+		var ch <-chan struct{}
+		switch {
+		case !b.known && !b.probing:
+			b.probing = true
+			t := &Ticket{l: l, route: r, b: b, epoch: b.epoch, probing: true}
+			if err := l.globalLocked(ctx, now, waited, t); err != nil {
+				return nil, err
+			}
+			return t, nil
+		case !b.known || (b.remaining <= 0 && b.pending):
+			// Wait for the response that teaches us the bucket.
+			ch, wait = b.changed, l.maxWait
+		case b.remaining > 0:
+			b.remaining--
+			t := &Ticket{l: l, route: r, b: b, epoch: b.epoch}
+			if err := l.globalLocked(ctx, now, waited, t); err != nil {
+				return nil, err
+			}
+			return t, nil
+		default:
+			wait = b.resetAt.Sub(now)
+			if wait > l.maxWait {
+				l.stats.Deferred++
+				l.mu.Unlock()
+				return nil, &WaitError{Route: r, Delay: wait}
+			}
+		}
+		l.stats.Waits++
+		l.mu.Unlock()
+		waited = true
+		if err := sleepCtx(ctx, wait, ch); err != nil {
+			return nil, err
+		}
+		if ch != nil && wait == l.maxWait {
+			// Re-check; a missing answer (timeout) falls through to the loop,
+			// which lets another probe start if the first one died.
+			l.mu.Lock()
+			if b.probing && !b.known {
+				select {
+				case <-ch:
+				default:
+					b.probing = false
+				}
+			}
+			l.mu.Unlock()
+		}
+	}
+}
+
+// globalLocked reserves a global slot for t; it is called with l.mu held and
+// returns with it released. On failure the bucket unit is given back.
+func (l *Limiter) globalLocked(ctx context.Context, now time.Time, waited bool, t *Ticket) error {
+	for {
+		wait := time.Duration(0)
+		if now.Before(l.globalUntil) {
+			wait = l.globalUntil.Sub(now)
+		}
+		oldest := l.sent[l.next]
+		if !oldest.IsZero() {
+			if w := oldest.Add(l.globalWindow).Sub(now); w > wait {
+				wait = w
+			}
+		}
+		if wait <= 0 {
+			l.sent[l.next] = now
+			l.next = (l.next + 1) % len(l.sent)
+			l.stats.Requests++
+			if waited {
+				l.stats.Waits++
+			}
+			l.mu.Unlock()
+			return nil
+		}
+		if wait > l.maxWait {
+			l.stats.Deferred++
+			l.mu.Unlock()
+			t.Cancel()
+			return &WaitError{Route: t.route, Delay: wait}
+		}
+		l.mu.Unlock()
+		waited = true
+		if err := sleepCtx(ctx, wait, nil); err != nil {
+			t.Cancel()
+			return err
+		}
+		l.mu.Lock()
+		now = l.now()
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration, ch <-chan struct{}) error {
+	if d <= 0 {
+		d = time.Millisecond
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-tm.C:
+	case <-ch:
+	}
+	return nil
+}
+
+// Cancel gives back a ticket whose request was never sent.
+func (t *Ticket) Cancel() {
+	if t == nil {
+		return
+	}
+	l := t.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t.done {
+		return
+	}
+	t.done = true
+	if t.probing {
+		t.b.probing = false
+		t.b.notify()
+		return
+	}
+	if t.b.epoch == t.epoch {
+		t.b.remaining++
+	}
+}
+
+// Observe updates the limiter from a response (nil on a transport error).
+func (t *Ticket) Observe(resp *http.Response) {
+	if t == nil {
+		return
+	}
+	l := t.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t.done {
+		return
+	}
+	t.done = true
+	now := l.now()
+	b := t.b
+	if t.probing {
+		b.probing = false
+		defer b.notify()
+	}
+	if resp == nil {
+		return
+	}
+	h := resp.Header
+	if hash := h.Get("X-RateLimit-Bucket"); hash != "" {
+		if l.routeBucket[t.route.Name] != hash {
+			l.routeBucket[t.route.Name] = hash
+			k := hash + "|" + t.route.Major
+			if shared := l.buckets[k]; shared != nil && shared != b {
+				b = shared
+			} else {
+				l.buckets[k] = b
+			}
+			// Other majors of this route are re-keyed lazily: drop their route-keyed state.
+			for key := range l.buckets {
+				if strings.HasPrefix(key, "route:"+t.route.Name+"|") && key != "route:"+t.route.Name+"|"+t.route.Major {
+					delete(l.buckets, key)
+				}
+			}
+			delete(l.buckets, "route:"+t.route.Name+"|"+t.route.Major)
+		}
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		l.stats.RateLimited++
+		retry := retryAfter(resp)
+		if h.Get("X-RateLimit-Global") != "" || strings.EqualFold(h.Get("X-RateLimit-Scope"), "global") {
+			l.stats.GlobalLimits++
+			if until := now.Add(retry); until.After(l.globalUntil) {
+				l.globalUntil = until
+			}
+			return
+		}
+		if !b.known {
+			b.known, b.limit = true, 1
+		}
+		b.remaining = 0
+		b.pending = false
+		if until := now.Add(retry); until.After(b.resetAt) {
+			b.resetAt = until
+		}
+		if lim, err := strconv.Atoi(h.Get("X-RateLimit-Limit")); err == nil && lim > 0 {
+			b.limit = lim
+		}
+		b.notify()
+		return
+	}
+	lim, err1 := strconv.Atoi(h.Get("X-RateLimit-Limit"))
+	rem, err2 := strconv.Atoi(h.Get("X-RateLimit-Remaining"))
+	after, err3 := strconv.ParseFloat(h.Get("X-RateLimit-Reset-After"), 64)
+	if err1 != nil || err2 != nil || err3 != nil || lim <= 0 || rem < 0 || after < 0 {
+		if !b.known && t.probing {
+			// A route without a bucket: only the global limit applies.
+			b.known, b.limit, b.remaining, b.pending = true, 1<<30, 1<<30, true
+		}
+		return
+	}
+	resetAt := now.Add(time.Duration(after * float64(time.Second)))
+	switch {
+	case !b.known:
+		b.known, b.limit, b.remaining, b.resetAt, b.pending = true, lim, rem, resetAt, false
+	case t.epoch == b.epoch || t.probing:
+		b.limit = lim
+		if rem < b.remaining {
+			b.remaining = rem
+		}
+		if b.pending || resetAt.After(b.resetAt) {
+			b.resetAt = resetAt
+		}
+		b.pending = false
+	}
+	b.notify()
+}
+
+// retryAfter reads the wait of a 429 from Retry-After (seconds), or from the
+// reset-after header; at least 100ms.
+func retryAfter(resp *http.Response) time.Duration {
+	d := time.Duration(0)
+	if f, err := strconv.ParseFloat(resp.Header.Get("X-RateLimit-Reset-After"), 64); err == nil {
+		d = time.Duration(f * float64(time.Second))
+	}
+	if f, err := strconv.ParseFloat(resp.Header.Get("Retry-After"), 64); err == nil {
+		if r := time.Duration(f * float64(time.Second)); d == 0 || r < d {
+			d = r
+		}
+	}
+	if d < 100*time.Millisecond {
+		d = 100 * time.Millisecond
+	}
+	return d
+}
+
+// ErrNoTicket means a Discord request was sent without a limiter ticket.
+var ErrNoTicket = errors.New("applier: request without rate-limit ticket")

@@ -1,0 +1,459 @@
+package applier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/scimcord/scimcord/pkg/eventbus"
+	eventv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/event/v1"
+	mappingv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/mapping/v1"
+	"github.com/scimcord/scimcord/pkg/tenants"
+)
+
+// backoff is the delay of the n-th delivery of a message that failed with a
+// transient error: RetryBase doubling to RetryMax, with ±20% jitter.
+func (s *Service) backoff(n uint64) time.Duration {
+	d := s.cfg.RetryBase
+	for i := uint64(1); i < n && d < s.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, s.cfg.RetryMax)
+	return jitter(d)
+}
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return d - d/5 + time.Duration(rand.Int64N(int64(d/5)*2+1))
+}
+
+// handle processes one record of the resource stream: it works out which
+// members the record affects and reconciles each of them in every guild of
+// the tenant. It never acks; the returned error decides (eventbus.Consume).
+func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
+	key, err := eventbus.ParseKey(msg.Subject())
+	if err != nil {
+		s.log.WarnContext(ctx, "ignoring record with unknown key", "subject", msg.Subject())
+		return nil
+	}
+	t, ok := s.deps.Tenants.Get(key.Tenant)
+	if !ok {
+		s.log.WarnContext(ctx, "ignoring record of unknown tenant", "tenant", key.Tenant)
+		return nil
+	}
+	var users []string
+	switch key.Kind {
+	case "u":
+		users = []string{key.ID}
+	case "m":
+		users = []string{key.UserID}
+	case "g":
+		keys, err := s.store.ListKeys(ctx, eventbus.GroupMembersFilter(key.Tenant, key.ID))
+		if err != nil {
+			return fmt.Errorf("applier: members of group %s/%s: %w", key.Tenant, key.ID, err)
+		}
+		for _, k := range keys {
+			if mk, err := eventbus.ParseKey(k); err == nil && mk.Kind == "m" {
+				users = append(users, mk.UserID)
+			}
+		}
+	}
+	if len(users) == 0 || len(t.Guilds) == 0 {
+		return nil
+	}
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	last := time.Now()
+	for _, g := range t.Guilds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, u := range users {
+				if err := s.reconcile(ctx, t, g, u); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+				mu.Lock()
+				if len(users) > 1 && time.Since(last) > s.cfg.AckWait/3 {
+					last = time.Now()
+					_ = msg.InProgress() // a large group fans out; keep the message ours
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return combine(errs)
+}
+
+// combine merges per-member errors into the message's outcome: the longest
+// requested delay wins; any other error retries with backoff.
+func combine(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	var delay time.Duration
+	plain := false
+	for _, e := range errs {
+		if d, ok := eventbus.RetryDelay(e); ok {
+			delay = max(delay, d)
+		} else {
+			plain = true
+		}
+	}
+	err := errors.Join(errs...)
+	if plain {
+		return err
+	}
+	return eventbus.Retry(err, delay)
+}
+
+// reconcile brings one member of one guild to the desired state. Reconciles
+// of one member are serialised and coalesced.
+func (s *Service) reconcile(ctx context.Context, t *tenants.Tenant, g tenants.Guild, userID string) error {
+	key := t.ID + "|" + g.ID + "|" + userID
+	return s.coal.Do(ctx, key, func(ctx context.Context, mark func(), stale func() bool) error {
+		s.metrics.inc("reconciles")
+		return s.reconcileOnce(ctx, t, g, userID, mark, stale)
+	})
+}
+
+// plan is the outcome of comparing the desired with the actual state.
+type plan struct {
+	user      *eventv1.User
+	discordID string
+	policy    tenants.Action // "" for a normal sync
+	desired   []string       // desired managed roles
+	managed   []string
+	current   []string
+	add, rm   []string
+	target    []string // the full role list for a PATCH
+	inGuild   bool
+}
+
+func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenants.Guild, userID string, mark func(), stale func() bool) error {
+	ctx, span := s.tracer.Start(ctx, "applier.reconcile", trace.WithAttributes(
+		attribute.String("scimcord.tenant", t.ID), attribute.String("discord.guild_id", g.ID),
+		attribute.String("scim.user_id", userID)))
+	defer span.End()
+	st := Status{Tenant: t.ID, Guild: g.ID, User: userID, TraceID: span.SpanContext().TraceID().String()}
+	if !span.SpanContext().IsValid() {
+		st.TraceID = trace.SpanContextFromContext(ctx).TraceID().String()
+	}
+	log := s.log.With("tenant", t.ID, "guild", g.ID, "user", userID)
+
+	for attempt := 0; ; attempt++ {
+		mark()
+		p, err := s.plan(ctx, t, g, userID)
+		if err != nil {
+			if errors.Is(err, eventbus.ErrNotFound) {
+				return nil // nothing stored under this user: nothing to do
+			}
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "plan")
+			return s.fail(ctx, log, st, p, err)
+		}
+		if p.user != nil {
+			st.DiscordUserID = p.discordID
+			st.Roles = p.desired
+		}
+		switch {
+		case p.discordID == "":
+			st.State, st.Detail = StatePendingLink, "the SCIM user has no Discord user id yet"
+			return s.putStatus(ctx, st)
+		case p.policy == tenants.ActionNone:
+			st.State, st.Detail = StateInSync, "deprovisioning policy none: member left as is"
+			return s.putStatus(ctx, st)
+		case !p.inGuild && (p.policy == tenants.ActionKick || p.policy == tenants.ActionStrip):
+			st.State, st.Detail = StateInSync, "not in the guild; nothing to remove"
+			return s.putStatus(ctx, st)
+		case !p.inGuild && p.policy == "":
+			st.State, st.Code, st.Detail = StatePendingJoin, codeUnknownMember, "the Discord user is not a member of the guild; applied when they join"
+			return s.putStatus(ctx, st)
+		}
+		route, op := s.route(g.ID, p)
+		if op == "" {
+			st.State, st.Detail = StateInSync, ""
+			if p.inGuild {
+				st.Detail = "no change needed"
+			}
+			return s.putStatus(ctx, st)
+		}
+		// Coalescing: if the call must wait, wait first, then re-plan when
+		// newer changes arrived meanwhile, so that one call carries them all.
+		if wait := s.limiter.NextFree(route); wait > 0 {
+			if wait > s.cfg.MaxRateWait {
+				st.State, st.Detail = StatePending, fmt.Sprintf("waiting %s for the Discord rate limit", wait.Round(time.Millisecond))
+				_ = s.putStatus(ctx, st)
+				s.metrics.inc("deferred")
+				return eventbus.Retry(&WaitError{Route: route, Delay: wait}, wait+jitter(wait/10))
+			}
+			if err := sleepCtx(ctx, wait, nil); err != nil {
+				return err
+			}
+			if stale() && attempt < 3 {
+				s.metrics.inc("coalesced")
+				continue
+			}
+		}
+		reason := fmt.Sprintf("%s: %s user %s (trace %s)", s.cfg.AuditReason, op, userID, st.TraceID)
+		if err := s.execute(ctx, g.ID, p, op, reason); err != nil {
+			var de *DiscordError
+			if errors.As(err, &de) && de.Class == ClassUnknownMember && p.policy == "" {
+				st.State, st.Code, st.Detail = StatePendingJoin, codeUnknownMember, "the Discord user is not a member of the guild; applied when they join"
+				return s.putStatus(ctx, st)
+			}
+			if errors.As(err, &de) && de.Class == ClassUnknownMember {
+				st.State, st.Detail = StateInSync, "not in the guild; nothing to remove"
+				return s.putStatus(ctx, st)
+			}
+			span.RecordError(err)
+			span.SetStatus(codes.Error, op)
+			return s.fail(ctx, log, st, p, err)
+		}
+		s.metrics.inc("changes")
+		st.State, st.Action, st.Detail = StateInSync, op, ""
+		log.InfoContext(ctx, "member reconciled", "action", op, "added", p.add, "removed", p.rm)
+		_ = s.dead.clear(ctx, t.ID, g.ID, userID)
+		return s.putStatus(ctx, st)
+	}
+}
+
+// plan reads the current state (store, mapping, Discord) and computes the diff.
+func (s *Service) plan(ctx context.Context, t *tenants.Tenant, g tenants.Guild, userID string) (plan, error) {
+	var p plan
+	rec, err := s.store.Get(ctx, eventbus.UserKey(t.ID, userID))
+	if err != nil {
+		return p, err
+	}
+	u := rec.Event.GetUser()
+	if u == nil {
+		return p, fmt.Errorf("applier: record %s is not a user: %w", rec.Key, eventbus.ErrNotFound)
+	}
+	p.user, p.discordID = u, u.GetDiscordUserId()
+	deleted := u.GetDeleted() || rec.Event.GetOp() == eventv1.Operation_OPERATION_DELETE
+	switch {
+	case deleted:
+		p.policy = g.OnDelete
+	case !u.GetActive():
+		p.policy = g.OnDeactivate
+	}
+	if p.discordID == "" || p.policy == tenants.ActionNone {
+		return p, nil
+	}
+	groups, err := s.groupsOf(ctx, t.ID, userID)
+	if err != nil {
+		return p, err
+	}
+	res, err := s.deps.Mapping.ResolveRoles(ctx, &mappingv1.ResolveRolesRequest{
+		TenantId: t.ID, GuildId: g.ID, Groups: groups, Active: u.GetActive() && !deleted,
+		UserJson: rec.Event.GetSnapshot(), UserId: userID,
+	})
+	if err != nil {
+		return p, fmt.Errorf("applier: resolve roles of %s/%s in %s: %w", t.ID, userID, g.ID, err)
+	}
+	p.managed = res.GetManagedRoleIds()
+	p.desired = res.GetRoleIds()
+	if p.policy != "" {
+		p.desired = nil // strip, kick and ban all remove the managed roles
+	}
+	cur, err := s.dc.Member(ctx, g.ID, p.discordID)
+	if err != nil {
+		var de *DiscordError
+		if errors.As(err, &de) && de.Class == ClassUnknownMember {
+			return p, nil
+		}
+		return p, err
+	}
+	p.inGuild, p.current = true, cur
+	p.add, p.rm, p.target = diff(cur, p.desired, p.managed)
+	return p, nil
+}
+
+// diff returns the managed roles to add and remove, and the full role list
+// (current − managed) ∪ desired, which keeps every role scimcord does not
+// manage in its original order.
+func diff(current, desired, managed []string) (add, rm, target []string) {
+	isManaged := map[string]bool{}
+	for _, r := range managed {
+		isManaged[r] = true
+	}
+	want := map[string]bool{}
+	for _, r := range desired {
+		want[r] = true
+		isManaged[r] = true // a desired role is managed even if the rules forgot to list it
+	}
+	has := map[string]bool{}
+	for _, r := range current {
+		has[r] = true
+		if isManaged[r] && !want[r] {
+			rm = append(rm, r)
+			continue
+		}
+		target = append(target, r)
+	}
+	for _, r := range desired {
+		if !has[r] && !slices.Contains(add, r) {
+			add = append(add, r)
+			target = append(target, r)
+		}
+	}
+	sort.Strings(add)
+	sort.Strings(rm)
+	return add, rm, target
+}
+
+// route picks the one call that closes the gap: none, PUT or DELETE for a
+// single role, a PATCH for more, or the kick/ban of the policy.
+func (s *Service) route(guildID string, p plan) (Route, string) {
+	switch {
+	case p.policy == tenants.ActionKick:
+		return Route{routeMemberKick, guildID}, "kick"
+	case p.policy == tenants.ActionBan:
+		return Route{routeBanCreate, guildID}, "ban"
+	}
+	n := len(p.add) + len(p.rm)
+	switch {
+	case n == 0:
+		return Route{}, ""
+	case n == 1 && len(p.add) == 1:
+		return Route{routeRoleAdd, guildID}, "add role " + p.add[0]
+	case n == 1:
+		return Route{routeRoleRemove, guildID}, "remove role " + p.rm[0]
+	default:
+		return Route{routeMemberEdit, guildID}, "set roles"
+	}
+}
+
+func (s *Service) execute(ctx context.Context, guildID string, p plan, op, reason string) error {
+	switch {
+	case op == "kick":
+		return s.dc.Kick(ctx, guildID, p.discordID, reason)
+	case op == "ban":
+		return s.dc.Ban(ctx, guildID, p.discordID, reason)
+	case strings.HasPrefix(op, "add role "):
+		return s.dc.AddRole(ctx, guildID, p.discordID, p.add[0], reason)
+	case strings.HasPrefix(op, "remove role "):
+		return s.dc.RemoveRole(ctx, guildID, p.discordID, p.rm[0], reason)
+	default:
+		target := p.target
+		if target == nil {
+			target = []string{}
+		}
+		return s.dc.SetRoles(ctx, guildID, p.discordID, target, reason)
+	}
+}
+
+// groupsOf returns the groups a user is currently a member of.
+func (s *Service) groupsOf(ctx context.Context, tenant, userID string) ([]*mappingv1.GroupRef, error) {
+	keys, err := s.store.ListKeys(ctx, eventbus.UserGroupsFilter(tenant, userID))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(keys)
+	var out []*mappingv1.GroupRef
+	for _, k := range keys {
+		rec, err := s.store.Get(ctx, k)
+		if errors.Is(err, eventbus.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		m := rec.Event.GetMembership()
+		if m == nil || !m.GetMember() || rec.Event.GetOp() == eventv1.Operation_OPERATION_DELETE {
+			continue
+		}
+		grec, err := s.store.Get(ctx, eventbus.GroupKey(tenant, m.GetGroupId()))
+		if errors.Is(err, eventbus.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		gr := grec.Event.GetGroup()
+		if gr == nil || gr.GetDeleted() || grec.Event.GetOp() == eventv1.Operation_OPERATION_DELETE {
+			continue
+		}
+		out = append(out, &mappingv1.GroupRef{Id: gr.GetId(), ExternalId: gr.GetExternalId(), DisplayName: gr.GetDisplayName()})
+	}
+	return out, nil
+}
+
+// fail records a failed reconcile and returns what the consumer should do.
+func (s *Service) fail(ctx context.Context, log interface {
+	WarnContext(context.Context, string, ...any)
+	ErrorContext(context.Context, string, ...any)
+}, st Status, p plan, err error) error {
+	var de *DiscordError
+	if !errors.As(err, &de) {
+		// Store or mapping trouble: transient.
+		st.State, st.Detail = StateRetrying, err.Error()
+		_ = s.putStatus(ctx, st)
+		s.metrics.inc("retries")
+		return err
+	}
+	switch de.Class {
+	case ClassRateLimited:
+		st.State, st.Code, st.Detail = StateRetrying, 429, de.Error()
+		_ = s.putStatus(ctx, st)
+		s.metrics.inc("rate_limited")
+		return eventbus.Retry(err, de.RetryAfter+jitter(de.RetryAfter/10))
+	case ClassPermanent:
+		st.State, st.Code, st.Detail = StateFailed, de.Code, permanentDetail(de)
+		log.ErrorContext(ctx, "member failed permanently", "op", de.Op, "status", de.Status, "code", de.Code, "detail", st.Detail)
+		s.metrics.inc("dead_letters")
+		if derr := s.dead.put(ctx, DeadLetter{Status: st, Op: de.Op, HTTPStatus: de.Status}); derr != nil {
+			return fmt.Errorf("applier: record dead letter: %w", derr) // retried: the dead letter must not be lost
+		}
+		if serr := s.putStatus(ctx, st); serr != nil {
+			return serr
+		}
+		return nil
+	default:
+		st.State, st.Code, st.Detail = StateRetrying, de.Code, de.Error()
+		_ = s.putStatus(ctx, st)
+		s.metrics.inc("retries")
+		log.WarnContext(ctx, "discord call failed, will retry", "op", de.Op, "status", de.Status, "code", de.Code)
+		return err
+	}
+}
+
+// permanentDetail explains a permanent Discord error to an operator.
+func permanentDetail(de *DiscordError) string {
+	switch de.Code {
+	case codeMissingPermissions:
+		return "Discord 50013 Missing Permissions: the bot lacks Manage Roles, or a managed role or the member is at or above the bot's highest role; fix the bot's role position or permissions, then replay"
+	case codeUnknownRole:
+		return "Discord 10011 Unknown Role: a mapped role id does not exist in the guild; fix the mapping rules, then replay"
+	case codeMissingAccess:
+		return "Discord 50001 Missing Access: the bot is not in the guild or lacks access (members intent for listing); fix, then replay"
+	}
+	return fmt.Sprintf("Discord %d %s (HTTP %d) on %s", de.Code, de.Message, de.Status, de.Op)
+}
+
+func (s *Service) putStatus(ctx context.Context, st Status) error {
+	st.Time = time.Now().UTC()
+	if err := s.status.put(ctx, st); err != nil {
+		s.log.WarnContext(ctx, "cannot write sync status", "tenant", st.Tenant, "guild", st.Guild, "user", st.User, "error", err)
+		return err
+	}
+	return nil
+}
