@@ -1,0 +1,99 @@
+// Command ingest runs the SCIM 2.0 service provider against an external NATS
+// JetStream. Configuration comes from environment variables (README).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimcord/scimcord/pkg/eventbus"
+	"github.com/scimcord/scimcord/pkg/telemetry"
+	"github.com/scimcord/scimcord/pkg/tenants"
+	"github.com/scimcord/scimcord/services/ingest"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "ingest:", err)
+		os.Exit(1)
+	}
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func run(ctx context.Context) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(env("SCIMCORD_LOG_LEVEL", "info"))); err != nil {
+		return fmt.Errorf("SCIMCORD_LOG_LEVEL: %w", err)
+	}
+	log := telemetry.NewLogger(os.Stderr, level)
+
+	cfgPath := os.Getenv("SCIMCORD_CONFIG")
+	if cfgPath == "" {
+		return errors.New("SCIMCORD_CONFIG (tenant YAML) is required")
+	}
+	ts, err := tenants.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	replicas, err := strconv.Atoi(env("SCIMCORD_NATS_REPLICAS", "1"))
+	if err != nil || replicas < 1 {
+		return fmt.Errorf("SCIMCORD_NATS_REPLICAS must be a positive integer")
+	}
+
+	tp, err := telemetry.NewProvider(ctx, "scimcord-ingest", telemetry.FromEnv(os.Getenv))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tp.Shutdown(sctx)
+	}()
+
+	opts := []nats.Option{nats.Name("scimcord-ingest"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
+		// No reconnect buffer: a write during an outage must fail now, not be
+		// replayed later after the client was told it failed.
+		nats.ReconnectBufSize(-1)}
+	if creds := os.Getenv("NATS_CREDS"); creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
+	}
+	nc, err := nats.Connect(env("NATS_URL", nats.DefaultURL), opts...)
+	if err != nil {
+		return fmt.Errorf("connect to NATS: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if err := eventbus.EnsureBuckets(ctx, js, eventbus.BucketConfig{Replicas: replicas}); err != nil {
+		log.WarnContext(ctx, "buckets not ready yet; the service keeps retrying", "error", err)
+	}
+
+	cfg := ingest.DefaultConfig()
+	cfg.HTTPAddr = env("SCIMCORD_HTTP_ADDR", cfg.HTTPAddr)
+	cfg.BucketReplicas = replicas
+	svc, err := ingest.New(cfg, ingest.Deps{JS: js, Tenants: ts, Logger: log, TracerProvider: tp.TracerProvider})
+	if err != nil {
+		return err
+	}
+	return svc.Run(ctx)
+}

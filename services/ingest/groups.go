@@ -1,0 +1,361 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/scimcord/scimcord/pkg/eventbus"
+	eventv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/event/v1"
+)
+
+func (s *Service) groupView(tenant, id string) *groupRec {
+	s.view.mu.RLock()
+	defer s.view.mu.RUnlock()
+	if t := s.view.tenant(tenant); t != nil {
+		return t.groups[id]
+	}
+	return nil
+}
+
+func validateGroup(doc map[string]any) error {
+	dn, _ := doc["displayName"].(string)
+	if strings.TrimSpace(dn) == "" {
+		return badRequest(scimInvalidValue, "displayName is required")
+	}
+	return nil
+}
+
+func (s *Service) checkGroupUnique(tenant, id, displayName string) error {
+	s.view.mu.RLock()
+	defer s.view.mu.RUnlock()
+	if t := s.view.tenant(tenant); t != nil {
+		if other, ok := t.groupByName[lower(displayName)]; ok && other != id {
+			return errf(http.StatusConflict, scimUniqueness, "a group with displayName %q already exists", displayName)
+		}
+	}
+	return nil
+}
+
+// memberValues takes the member ids out of a group document. Ids that are
+// not users of the tenant are skipped and logged (DESIGN §7's named
+// exception: Okta never retries a 400, so one stale id would lose a push).
+func (s *Service) memberValues(ctx context.Context, tenant string, doc map[string]any) []string {
+	raw, _ := doc["members"].([]any)
+	delete(doc, "members")
+	var ids []string
+	seen := map[string]bool{}
+	for _, m := range raw {
+		mm, _ := m.(map[string]any)
+		v, _ := mm["value"].(string)
+		if v == "" || seen[v] {
+			continue
+		}
+		seen[v] = true
+		ids = append(ids, v)
+	}
+	return s.knownUsers(ctx, tenant, ids)
+}
+
+// knownUsers filters ids to the tenant's users, logging the others.
+func (s *Service) knownUsers(ctx context.Context, tenant string, ids []string) []string {
+	if len(ids) == 0 {
+		return nil
+	}
+	check := func() []string {
+		s.view.mu.RLock()
+		defer s.view.mu.RUnlock()
+		t := s.view.tenant(tenant)
+		var unknown []string
+		for _, id := range ids {
+			if t == nil || t.users[id] == nil {
+				unknown = append(unknown, id)
+			}
+		}
+		return unknown
+	}
+	unknown := check()
+	if len(unknown) > 0 {
+		s.sync(ctx)
+		unknown = check()
+	}
+	if len(unknown) == 0 {
+		return ids
+	}
+	skip := map[string]bool{}
+	for _, id := range unknown {
+		skip[id] = true
+		s.log.WarnContext(ctx, "unknown group member skipped", "tenant", tenant, "member_id", id)
+	}
+	out := ids[:0:0]
+	for _, id := range ids {
+		if !skip[id] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// createGroup stores a new group, then its members.
+func (s *Service) createGroup(ctx context.Context, tenant string, body map[string]any) (*groupRec, error) {
+	doc, err := normalize(kindGroup, body)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateGroup(doc); err != nil {
+		return nil, err
+	}
+	members := s.memberValues(ctx, tenant, doc)
+	dn, _ := doc["displayName"].(string)
+	unlock := s.lockUnique(tenant + "\x00g\x00" + lower(dn))
+	s.sync(ctx)
+	id := newID()
+	if err := s.checkGroupUnique(tenant, id, dn); err != nil {
+		unlock()
+		return nil, err
+	}
+	now := time.Now().UTC()
+	finishDoc(doc, id, "Group", now, now)
+	ev, err := groupEvent(tenant, eventv1.Operation_OPERATION_CREATE, doc, 1, now, false)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	_, err = s.put(ctx, ev, 0)
+	unlock()
+	if err != nil {
+		return nil, err
+	}
+	changes := map[string]bool{}
+	for _, m := range members {
+		changes[m] = true
+	}
+	if err := s.setMembers(ctx, tenant, id, changes); err != nil {
+		return nil, err
+	}
+	return s.groupView(tenant, id), nil
+}
+
+func (s *Service) getGroupForWrite(ctx context.Context, tenant, id string) (*groupRec, error) {
+	g := s.groupView(tenant, id)
+	if g == nil {
+		s.sync(ctx)
+		g = s.groupView(tenant, id)
+	}
+	if g == nil {
+		return nil, notFound("Group", id)
+	}
+	return g, nil
+}
+
+// currentMembers returns a copy of a group's member set.
+func (s *Service) currentMembers(tenant, id string) map[string]bool {
+	s.view.mu.RLock()
+	defer s.view.mu.RUnlock()
+	out := map[string]bool{}
+	if t := s.view.tenant(tenant); t != nil {
+		for u := range t.members[id] {
+			out[u] = true
+		}
+	}
+	return out
+}
+
+// memberDelta is a change to a group's member set.
+type memberDelta struct {
+	replace bool            // start from the empty set
+	set     map[string]bool // user → member after the change
+}
+
+func (d *memberDelta) put(id string, member bool) {
+	if d.set == nil {
+		d.set = map[string]bool{}
+	}
+	d.set[id] = member
+}
+
+// changes turns the delta into membership writes against cur.
+func (d *memberDelta) changes(cur map[string]bool) map[string]bool {
+	out := map[string]bool{}
+	if d.replace {
+		for u := range cur {
+			if !d.set[u] {
+				out[u] = false
+			}
+		}
+	}
+	for u, m := range d.set {
+		if m != cur[u] {
+			out[u] = m
+		}
+	}
+	return out
+}
+
+// updateGroup changes a group's attributes (compare-and-set on its record)
+// and members (one record each).
+func (s *Service) updateGroup(ctx context.Context, tenant, id, ifMatch string, change func(cur map[string]any, members func() map[string]bool) (map[string]any, *memberDelta, error)) (*groupRec, error) {
+	for range maxCASRetries {
+		cur, err := s.getGroupForWrite(ctx, tenant, id)
+		if err != nil {
+			return nil, err
+		}
+		if ifMatch != "" && !etagMatches(ifMatch, cur.etagRev) {
+			return nil, errPreconditionFailed
+		}
+		curDoc, err := decodeObject(cur.raw)
+		if err != nil {
+			return nil, err
+		}
+		before := cloneDoc(curDoc)
+		newDoc, delta, err := change(curDoc, func() map[string]bool { return s.currentMembers(tenant, id) })
+		if err != nil {
+			return nil, err
+		}
+		if delta != nil {
+			var add []string
+			for u, m := range delta.set {
+				if m {
+					add = append(add, u)
+				}
+			}
+			known := map[string]bool{}
+			for _, u := range s.knownUsers(ctx, tenant, add) {
+				known[u] = true
+			}
+			for _, u := range add {
+				if !known[u] {
+					delete(delta.set, u)
+				}
+			}
+		}
+		if err := validateGroup(newDoc); err != nil {
+			return nil, err
+		}
+		newDoc["id"], newDoc["meta"], newDoc["schemas"] = before["id"], before["meta"], before["schemas"]
+		if !jsonEqual(before, newDoc) {
+			dn, _ := newDoc["displayName"].(string)
+			unlock := s.lockUnique(tenant + "\x00g\x00" + lower(dn))
+			if lower(dn) != lower(cur.displayName) {
+				s.sync(ctx)
+			}
+			if err := s.checkGroupUnique(tenant, id, dn); err != nil {
+				unlock()
+				return nil, err
+			}
+			now := time.Now().UTC()
+			finishDoc(newDoc, id, "Group", cur.created, now)
+			ev, err := groupEvent(tenant, eventv1.Operation_OPERATION_UPDATE, newDoc, cur.version+1, now, false)
+			if err != nil {
+				unlock()
+				return nil, err
+			}
+			_, err = s.put(ctx, ev, cur.rev)
+			unlock()
+			if errors.Is(err, eventbus.ErrConflict) {
+				if ifMatch != "" {
+					return nil, errPreconditionFailed
+				}
+				if err := s.refresh(ctx, eventbus.GroupKey(tenant, id)); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		if delta != nil {
+			if err := s.setMembers(ctx, tenant, id, delta.changes(s.currentMembers(tenant, id))); err != nil {
+				return nil, err
+			}
+		}
+		return s.groupView(tenant, id), nil
+	}
+	return nil, errf(http.StatusConflict, "", "group %q is being changed concurrently; retry", id)
+}
+
+// replaceGroup is PUT /Groups/{id}: attributes and the whole member list.
+func (s *Service) replaceGroup(ctx context.Context, tenant, id, ifMatch string, body map[string]any) (*groupRec, error) {
+	doc, err := normalize(kindGroup, body)
+	if err != nil {
+		return nil, err
+	}
+	raw, _ := doc["members"].([]any)
+	delete(doc, "members")
+	delta := &memberDelta{replace: true, set: map[string]bool{}}
+	for _, m := range raw {
+		mm, _ := m.(map[string]any)
+		if v, _ := mm["value"].(string); v != "" {
+			delta.put(v, true)
+		}
+	}
+	return s.updateGroup(ctx, tenant, id, ifMatch, func(map[string]any, func() map[string]bool) (map[string]any, *memberDelta, error) {
+		return cloneDoc(doc), delta, nil
+	})
+}
+
+// patchGroup is PATCH /Groups/{id}.
+func (s *Service) patchGroup(ctx context.Context, tenant, id, ifMatch string, ops []patchOp) (*groupRec, error) {
+	return s.updateGroup(ctx, tenant, id, ifMatch, func(cur map[string]any, members func() map[string]bool) (map[string]any, *memberDelta, error) {
+		delete(cur, "meta")
+		delete(cur, "schemas")
+		delete(cur, "id")
+		delta, err := applyGroupPatch(cur, ops, members)
+		if err != nil {
+			return nil, nil, err
+		}
+		doc, err := normalize(kindGroup, cur)
+		if err != nil {
+			return nil, nil, err
+		}
+		delete(doc, "members")
+		return doc, delta, nil
+	})
+}
+
+// deleteGroup is DELETE /Groups/{id}: its memberships are closed first (so
+// the applier sees every member lose the group), then the group record is
+// written with op DELETE.
+func (s *Service) deleteGroup(ctx context.Context, tenant, id, ifMatch string) error {
+	for range maxCASRetries {
+		cur, err := s.getGroupForWrite(ctx, tenant, id)
+		if err != nil {
+			return err
+		}
+		if ifMatch != "" && !etagMatches(ifMatch, cur.etagRev) {
+			return errPreconditionFailed
+		}
+		changes := map[string]bool{}
+		for u := range s.currentMembers(tenant, id) {
+			changes[u] = false
+		}
+		if err := s.setMembers(ctx, tenant, id, changes); err != nil {
+			return err
+		}
+		doc, err := decodeObject(cur.raw)
+		if err != nil {
+			return err
+		}
+		ev, err := groupEvent(tenant, eventv1.Operation_OPERATION_DELETE, doc, cur.version+1, time.Now().UTC(), true)
+		if err != nil {
+			return err
+		}
+		_, err = s.put(ctx, ev, cur.rev)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, eventbus.ErrConflict) {
+			return err
+		}
+		if ifMatch != "" {
+			return errPreconditionFailed
+		}
+		if err := s.refresh(ctx, eventbus.GroupKey(tenant, id)); err != nil {
+			return err
+		}
+	}
+	return errf(http.StatusConflict, "", "group %q is being changed concurrently; retry", id)
+}

@@ -1,0 +1,389 @@
+package ingest
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func parseETag(v any) uint64 {
+	s, _ := v.(string)
+	n, _ := strconv.ParseUint(strings.Trim(strings.TrimPrefix(s, "W/"), `"`), 10, 64)
+	return n
+}
+
+// renderUser is the SCIM representation of a user: its snapshot plus
+// meta.location, meta.version and the read-only groups.
+func (s *Service) renderUser(tenant string, u *userRec, base string) map[string]any {
+	doc, err := decodeObject(u.raw)
+	if err != nil {
+		doc = map[string]any{"id": u.id, "userName": u.userName}
+	}
+	meta, _ := doc["meta"].(map[string]any)
+	if meta == nil {
+		meta = map[string]any{"resourceType": "User"}
+		doc["meta"] = meta
+	}
+	meta["location"] = base + "/Users/" + u.id
+	meta["version"] = etag(u.rev)
+	s.view.mu.RLock()
+	var groups []any
+	if t := s.view.tenant(tenant); t != nil {
+		for gid := range t.userGroups[u.id] {
+			if g := t.groups[gid]; g != nil {
+				groups = append(groups, map[string]any{"value": gid, "display": g.displayName, "$ref": base + "/Groups/" + gid, "type": "direct"})
+			}
+		}
+	}
+	s.view.mu.RUnlock()
+	if len(groups) > 0 {
+		slices.SortFunc(groups, func(a, b any) int {
+			return strings.Compare(a.(map[string]any)["value"].(string), b.(map[string]any)["value"].(string))
+		})
+		doc["groups"] = groups
+	}
+	return doc
+}
+
+// renderGroup is the SCIM representation of a group with all its members.
+func (s *Service) renderGroup(tenant string, g *groupRec, base string) map[string]any {
+	doc, err := decodeObject(g.raw)
+	if err != nil {
+		doc = map[string]any{"id": g.id, "displayName": g.displayName}
+	}
+	meta, _ := doc["meta"].(map[string]any)
+	if meta == nil {
+		meta = map[string]any{"resourceType": "Group"}
+		doc["meta"] = meta
+	}
+	meta["location"] = base + "/Groups/" + g.id
+	members := []any{}
+	s.view.mu.RLock()
+	t := s.view.tenant(tenant)
+	rev, modified := g.etagRev, g.modified
+	if cur := t.groups[g.id]; cur != nil && cur.rev == g.rev {
+		rev, modified = cur.etagRev, cur.modified
+	}
+	ids := make([]string, 0, len(t.members[g.id]))
+	for uid := range t.members[g.id] {
+		if t.users[uid] != nil {
+			ids = append(ids, uid)
+		}
+	}
+	slices.Sort(ids)
+	for _, uid := range ids {
+		u := t.users[uid]
+		display := u.displayName
+		if display == "" {
+			display = u.userName
+		}
+		members = append(members, map[string]any{"value": uid, "display": display, "$ref": base + "/Users/" + uid, "type": "User"})
+	}
+	s.view.mu.RUnlock()
+	meta["version"] = etag(rev)
+	if !modified.IsZero() {
+		meta["lastModified"] = modified.UTC().Format(time.RFC3339Nano)
+	}
+	doc["members"] = members
+	return doc
+}
+
+// projection is attributes / excludedAttributes (RFC 7644 §3.4.2.5).
+type projection struct {
+	attrs, excluded []string
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parseProjection(_ resourceKind, q url.Values) (projection, error) {
+	return projection{attrs: splitList(q.Get("attributes")), excluded: splitList(q.Get("excludedAttributes"))}, nil
+}
+
+// alwaysReturned are never removed by a projection.
+func alwaysReturned(name string) bool {
+	switch strings.ToLower(name) {
+	case "id", "schemas":
+		return true
+	}
+	return false
+}
+
+// apply returns doc reduced per the projection.
+func (p projection) apply(k resourceKind, doc map[string]any) map[string]any {
+	if len(p.attrs) == 0 && len(p.excluded) == 0 {
+		return doc
+	}
+	if len(p.attrs) > 0 {
+		out := map[string]any{}
+		for key, v := range doc {
+			if alwaysReturned(key) || (k == kindUser && key == "userName") {
+				out[key] = v
+			}
+		}
+		for _, a := range p.attrs {
+			copyPath(k, doc, out, a)
+		}
+		return out
+	}
+	out := cloneDoc(doc)
+	for _, a := range p.excluded {
+		removePath(k, out, a)
+	}
+	return out
+}
+
+// splitAttrPath splits "urn:…:name.sub" into container key, attribute and
+// sub-attribute names as spelled in doc.
+func splitAttrPath(k resourceKind, doc map[string]any, p string) (container string, name string, sub string) {
+	urn, rest := splitURNPath(k, p)
+	if urn == "" {
+		// A bare extension URN asks for the whole extension object.
+		if ext := extensionByURN(k, p); ext != nil {
+			return "", ext.ID, ""
+		}
+	}
+	name, sub, _ = strings.Cut(rest, ".")
+	if ext := extensionByURN(k, urn); ext != nil {
+		container = ext.ID
+	}
+	src := doc
+	if container != "" {
+		src, _ = doc[container].(map[string]any)
+	}
+	for key := range src {
+		if strings.EqualFold(key, name) {
+			name = key
+			break
+		}
+	}
+	return container, name, sub
+}
+
+func copyPath(k resourceKind, src, dst map[string]any, p string) {
+	container, name, sub := splitAttrPath(k, src, p)
+	from, to := src, dst
+	if container != "" {
+		from, _ = src[container].(map[string]any)
+		if from == nil {
+			return
+		}
+		t, _ := dst[container].(map[string]any)
+		if t == nil {
+			t = map[string]any{}
+			dst[container] = t
+		}
+		to = t
+	}
+	v, ok := from[name]
+	if !ok {
+		return
+	}
+	if sub == "" {
+		to[name] = v
+		return
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		t, _ := to[name].(map[string]any)
+		if t == nil {
+			t = map[string]any{}
+			to[name] = t
+		}
+		if sv := getFold(x, sub); sv != nil {
+			t[sub] = sv
+		}
+	case []any:
+		var list []any
+		for _, el := range x {
+			if m, ok := el.(map[string]any); ok {
+				if sv := getFold(m, sub); sv != nil {
+					list = append(list, map[string]any{sub: sv})
+				}
+			}
+		}
+		if list != nil {
+			to[name] = list
+		}
+	}
+}
+
+func removePath(k resourceKind, doc map[string]any, p string) {
+	container, name, sub := splitAttrPath(k, doc, p)
+	c := doc
+	if container != "" {
+		c, _ = doc[container].(map[string]any)
+		if c == nil {
+			return
+		}
+	}
+	if alwaysReturned(name) && container == "" {
+		return
+	}
+	if sub == "" {
+		delete(c, name)
+		return
+	}
+	switch x := c[name].(type) {
+	case map[string]any:
+		for key := range x {
+			if strings.EqualFold(key, sub) {
+				delete(x, key)
+			}
+		}
+	case []any:
+		for _, el := range x {
+			if m, ok := el.(map[string]any); ok {
+				for key := range m {
+					if strings.EqualFold(key, sub) {
+						delete(m, key)
+					}
+				}
+			}
+		}
+	}
+}
+
+// listQuery is a list or search request.
+type listQuery struct {
+	filter     string
+	startIndex int
+	count      int
+	sortBy     string
+	descending bool
+	proj       projection
+}
+
+func (s *Service) parseListQuery(q url.Values) (listQuery, error) {
+	lq := listQuery{filter: q.Get("filter"), startIndex: 1, count: s.cfg.MaxResults, sortBy: q.Get("sortBy")}
+	if v := q.Get("startIndex"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return lq, badRequest(scimInvalidValue, "startIndex must be an integer")
+		}
+		lq.startIndex = n
+	}
+	if v := q.Get("count"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return lq, badRequest(scimInvalidValue, "count must be an integer")
+		}
+		lq.count = n
+	}
+	so := strings.ToLower(q.Get("sortOrder"))
+	if so != "" && so != "ascending" && so != "descending" {
+		return lq, badRequest(scimInvalidValue, "sortOrder must be ascending or descending")
+	}
+	lq.descending = so == "descending"
+	lq.proj = projection{attrs: splitList(q.Get("attributes")), excluded: splitList(q.Get("excludedAttributes"))}
+	return lq, nil
+}
+
+func (s *Service) handleList(q *request, k resourceKind) {
+	lq, err := s.parseListQuery(q.r.URL.Query())
+	if err != nil {
+		s.writeError(q, err)
+		return
+	}
+	resp, err := s.list(q, k, lq)
+	if err != nil {
+		s.writeError(q, err)
+		return
+	}
+	s.writeJSON(q, http.StatusOK, resp)
+}
+
+// handleSearch is POST /.search (RFC 7644 §3.4.3); k < 0 searches Users
+// and Groups.
+func (s *Service) handleSearch(q *request, k resourceKind) {
+	body, err := s.readBody(q, s.cfg.MaxBodyBytes)
+	if err != nil {
+		s.writeError(q, err)
+		return
+	}
+	v := url.Values{}
+	for _, key := range []string{"filter", "sortBy", "sortOrder"} {
+		if x, ok := getFold(body, key).(string); ok {
+			v.Set(key, x)
+		}
+	}
+	for _, key := range []string{"startIndex", "count"} {
+		if x := getFold(body, key); x != nil {
+			v.Set(key, strings.Trim(jsonText(x), `"`))
+		}
+	}
+	for _, key := range []string{"attributes", "excludedAttributes"} {
+		var parts []string
+		for _, e := range asList(getFold(body, key)) {
+			if s, ok := e.(string); ok {
+				parts = append(parts, s)
+			}
+		}
+		if len(parts) > 0 {
+			v.Set(key, strings.Join(parts, ","))
+		}
+	}
+	lq, err := s.parseListQuery(v)
+	if err != nil {
+		s.writeError(q, err)
+		return
+	}
+	if k >= 0 {
+		resp, err := s.list(q, k, lq)
+		if err != nil {
+			s.writeError(q, err)
+			return
+		}
+		s.writeJSON(q, http.StatusOK, resp)
+		return
+	}
+	// Root search: users then groups, paged together.
+	all := listQuery{filter: lq.filter, startIndex: 1, count: s.cfg.MaxResults, sortBy: lq.sortBy, descending: lq.descending, proj: lq.proj}
+	var res []any
+	for _, kk := range []resourceKind{kindUser, kindGroup} {
+		r, err := s.list(q, kk, all)
+		if err != nil {
+			continue
+		}
+		res = append(res, r["Resources"].([]any)...)
+	}
+	s.writeJSON(q, http.StatusOK, page(res, lq, len(res)))
+}
+
+func jsonText(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	}
+	b, _ := jsonMarshal(v)
+	return string(b)
+}
+
+func page(all []any, lq listQuery, total int) map[string]any {
+	si := max(lq.startIndex, 1)
+	cnt := max(lq.count, 0)
+	var res []any
+	if si-1 < len(all) {
+		res = all[si-1 : min(len(all), si-1+cnt)]
+	}
+	if res == nil {
+		res = []any{}
+	}
+	return map[string]any{
+		"schemas":      []string{schemaListResp},
+		"totalResults": total,
+		"startIndex":   si,
+		"itemsPerPage": len(res),
+		"Resources":    res,
+	}
+}

@@ -1,0 +1,230 @@
+package ingest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/scimcord/scimcord/pkg/eventbus"
+	eventv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/event/v1"
+)
+
+// newID returns a random UUIDv4, the SCIM id of a new resource.
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+// put writes one event with compare-and-set and, once JetStream has
+// acknowledged it, applies it to the view (read-your-writes).
+func (s *Service) put(ctx context.Context, ev *eventv1.Event, expectedRev uint64) (uint64, error) {
+	st := s.getStore()
+	if st == nil {
+		return 0, fmt.Errorf("ingest: store not open: %w", eventbus.ErrUnavailable)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	rev, err := st.Put(ctx, keyOf(ev), ev, expectedRev)
+	if err != nil {
+		if !errors.Is(err, eventbus.ErrConflict) && !errors.Is(err, eventbus.ErrUnavailable) {
+			err = errors.Join(eventbus.ErrUnavailable, err)
+		}
+		return 0, err
+	}
+	s.view.apply(ev, rev)
+	return rev, nil
+}
+
+// refresh reads a key from JetStream into the view (after a lost CAS race).
+func (s *Service) refresh(ctx context.Context, key string) error {
+	st := s.getStore()
+	if st == nil {
+		return fmt.Errorf("ingest: store not open: %w", eventbus.ErrUnavailable)
+	}
+	rec, err := st.Get(ctx, key)
+	if err != nil {
+		if errors.Is(err, eventbus.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	s.view.apply(rec.Event, rec.Revision)
+	return nil
+}
+
+// lockUnique takes the in-process locks of the given unique values (in a
+// fixed order) so that check-then-write of a userName, snowflake or group
+// displayName is atomic among this replica's requests.
+func (s *Service) lockUnique(vals ...string) func() {
+	idx := make([]int, 0, len(vals))
+	for _, v := range vals {
+		if v == "" {
+			continue
+		}
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(v))
+		i := int(h.Sum32() % uint32(len(s.stripes)))
+		if !slices.Contains(idx, i) {
+			idx = append(idx, i)
+		}
+	}
+	slices.Sort(idx)
+	for _, i := range idx {
+		s.stripes[i].Lock()
+	}
+	return func() {
+		for _, i := range slices.Backward(idx) {
+			s.stripes[i].Unlock()
+		}
+	}
+}
+
+func ts(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
+
+func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// userEvent builds the event (and snapshot) of a user document.
+func userEvent(tenant string, op eventv1.Operation, doc map[string]any, version uint64, now time.Time, deleted bool) (*eventv1.Event, error) {
+	snap, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: encode user snapshot: %w", err)
+	}
+	id, _ := doc["id"].(string)
+	u := &eventv1.User{Id: id, Active: true, Deleted: deleted}
+	u.UserName, _ = doc["userName"].(string)
+	u.ExternalId, _ = doc["externalId"].(string)
+	if a, ok := doc["active"].(bool); ok {
+		u.Active = a
+	}
+	if ext, ok := doc[SchemaDiscord].(map[string]any); ok {
+		u.DiscordUserId, _ = ext[discordUserIDAttr].(string)
+	}
+	return &eventv1.Event{
+		TenantId: tenant, Kind: eventv1.ResourceKind_RESOURCE_KIND_USER, Op: op, ResourceId: id,
+		Version: version, Time: ts(now), Snapshot: snap, Resource: &eventv1.Event_User{User: u},
+	}, nil
+}
+
+// groupEvent builds the event of a group document (members excluded).
+func groupEvent(tenant string, op eventv1.Operation, doc map[string]any, version uint64, now time.Time, deleted bool) (*eventv1.Event, error) {
+	snap, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: encode group snapshot: %w", err)
+	}
+	id, _ := doc["id"].(string)
+	g := &eventv1.Group{Id: id, Deleted: deleted}
+	g.DisplayName, _ = doc["displayName"].(string)
+	g.ExternalId, _ = doc["externalId"].(string)
+	return &eventv1.Event{
+		TenantId: tenant, Kind: eventv1.ResourceKind_RESOURCE_KIND_GROUP, Op: op, ResourceId: id,
+		Version: version, Time: ts(now), Snapshot: snap, Resource: &eventv1.Event_Group{Group: g},
+	}, nil
+}
+
+func membershipEvent(tenant, groupID, userID string, member bool, now time.Time) *eventv1.Event {
+	op := eventv1.Operation_OPERATION_CREATE
+	if !member {
+		op = eventv1.Operation_OPERATION_DELETE
+	}
+	return &eventv1.Event{
+		TenantId: tenant, Kind: eventv1.ResourceKind_RESOURCE_KIND_MEMBERSHIP, Op: op,
+		ResourceId: groupID + "/" + userID, Version: 1, Time: ts(now),
+		Resource: &eventv1.Event_Membership{Membership: &eventv1.Membership{GroupId: groupID, UserId: userID, Member: member}},
+	}
+}
+
+// setMembers writes membership records (true: add, false: remove), in
+// parallel, each with compare-and-set against the record's current
+// revision. It returns the first error; records already written stay (each
+// is a complete, valid change on its own).
+func (s *Service) setMembers(ctx context.Context, tenant, groupID string, changes map[string]bool) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	now := time.Now().UTC()
+	ids := make([]string, 0, len(changes))
+	for id := range changes {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	workers := min(64, len(ids))
+	work := make(chan string)
+	var (
+		wg       sync.WaitGroup
+		errMu    sync.Mutex
+		firstErr error
+	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for uid := range work {
+				if err := s.setMember(ctx, tenant, groupID, uid, changes[uid], now); err != nil {
+					errMu.Lock()
+					if firstErr == nil {
+						firstErr = err
+						cancel()
+					}
+					errMu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			break
+		}
+		select {
+		case work <- id:
+		case <-ctx.Done():
+		}
+	}
+	close(work)
+	wg.Wait()
+	return firstErr
+}
+
+func (s *Service) setMember(ctx context.Context, tenant, groupID, userID string, member bool, now time.Time) error {
+	key := eventbus.MemberKey(tenant, groupID, userID)
+	for range 8 {
+		s.view.mu.RLock()
+		t := s.view.tenant(tenant)
+		var rev uint64
+		var is bool
+		if t != nil {
+			rev = t.memberRev[memberKey(groupID, userID)]
+			_, is = t.members[groupID][userID]
+		}
+		s.view.mu.RUnlock()
+		if is == member && (rev != 0 || !member) {
+			return nil
+		}
+		_, err := s.put(ctx, membershipEvent(tenant, groupID, userID, member, now), rev)
+		if err == nil || !errors.Is(err, eventbus.ErrConflict) {
+			return err
+		}
+		if err := s.refresh(ctx, key); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("ingest: membership %s: too many concurrent changes: %w", key, eventbus.ErrConflict)
+}
+
+// lower is the case-insensitive form of unique values.
+func lower(s string) string { return strings.ToLower(s) }

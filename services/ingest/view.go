@@ -1,0 +1,339 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/scimcord/scimcord/pkg/eventbus"
+	eventv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/event/v1"
+)
+
+// userRec is a user as the view holds it: the stored snapshot plus the
+// fields that are indexed.
+type userRec struct {
+	id, userName, externalID, discordID, displayName string
+	active                                           bool
+	raw                                              []byte // canonical JSON snapshot
+	rev                                              uint64 // stream sequence of the record: the ETag
+	version                                          uint64 // Event.version
+	created, modified                                time.Time
+}
+
+// groupRec is a group: its record; members live in tenantView.members.
+type groupRec struct {
+	id, displayName, externalID string
+	raw                         []byte
+	rev                         uint64 // the group record's own revision (CAS)
+	etagRev                     uint64 // max of rev and its membership records' revisions
+	version                     uint64
+	created, modified           time.Time
+}
+
+// tenantView is one tenant's resources and indexes.
+type tenantView struct {
+	users        map[string]*userRec
+	groups       map[string]*groupRec
+	userByName   map[string]string // lower-case userName → id
+	userByExt    map[string]map[string]struct{}
+	userByDisc   map[string]string // Discord snowflake → id
+	groupByName  map[string]string // lower-case displayName → id
+	groupByExt   map[string]map[string]struct{}
+	members      map[string]map[string]struct{} // group → users (member=true)
+	userGroups   map[string]map[string]struct{} // user → groups (member=true)
+	memberRev    map[string]uint64              // "group/user" → revision of the membership record
+	memberCounts int
+}
+
+func newTenantView() *tenantView {
+	return &tenantView{
+		users: map[string]*userRec{}, groups: map[string]*groupRec{},
+		userByName: map[string]string{}, userByExt: map[string]map[string]struct{}{}, userByDisc: map[string]string{},
+		groupByName: map[string]string{}, groupByExt: map[string]map[string]struct{}{},
+		members: map[string]map[string]struct{}{}, userGroups: map[string]map[string]struct{}{},
+		memberRev: map[string]uint64{},
+	}
+}
+
+// view is the in-memory state of every tenant, kept current by watching the
+// resource bucket and by the writer's own acknowledged writes
+// (read-your-writes). Applying a record is idempotent: an older revision of
+// a key never replaces a newer one.
+type view struct {
+	mu        sync.RWMutex
+	tenants   map[string]*tenantView
+	watermark uint64        // highest stream sequence delivered by the watcher
+	advanced  chan struct{} // closed and replaced when watermark grows
+}
+
+func newView() *view {
+	return &view{tenants: map[string]*tenantView{}, advanced: make(chan struct{})}
+}
+
+// tenant returns a tenant's view (nil when it has no resources yet); the
+// caller holds v.mu.
+func (v *view) tenant(id string) *tenantView { return v.tenants[id] }
+
+func (v *view) tenantW(id string) *tenantView {
+	t := v.tenants[id]
+	if t == nil {
+		t = newTenantView()
+		v.tenants[id] = t
+	}
+	return t
+}
+
+// snapshotMeta is what the view reads from a snapshot besides the event.
+type snapshotMeta struct {
+	DisplayName string `json:"displayName"`
+	Meta        struct {
+		Created      time.Time `json:"created"`
+		LastModified time.Time `json:"lastModified"`
+	} `json:"meta"`
+}
+
+// applyRecord applies one record of the resource bucket.
+func (v *view) applyRecord(key string, data []byte, rev uint64) error {
+	ev := &eventv1.Event{}
+	if err := proto.Unmarshal(data, ev); err != nil {
+		return fmt.Errorf("ingest: decode record %s rev %d: %w", key, rev, err)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.applyLocked(ev, rev)
+	return nil
+}
+
+// apply applies an event written by this process, once acknowledged.
+func (v *view) apply(ev *eventv1.Event, rev uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.applyLocked(ev, rev)
+}
+
+func (v *view) applyLocked(ev *eventv1.Event, rev uint64) {
+	t := v.tenantW(ev.GetTenantId())
+	switch r := ev.GetResource().(type) {
+	case *eventv1.Event_User:
+		t.applyUser(ev, r.User, rev)
+	case *eventv1.Event_Group:
+		t.applyGroup(ev, r.Group, rev)
+	case *eventv1.Event_Membership:
+		t.applyMembership(ev, r.Membership, rev)
+	}
+}
+
+func addIdx(m map[string]map[string]struct{}, k, id string) {
+	if k == "" {
+		return
+	}
+	s := m[k]
+	if s == nil {
+		s = map[string]struct{}{}
+		m[k] = s
+	}
+	s[id] = struct{}{}
+}
+
+func delIdx(m map[string]map[string]struct{}, k, id string) {
+	if s := m[k]; s != nil {
+		delete(s, id)
+		if len(s) == 0 {
+			delete(m, k)
+		}
+	}
+}
+
+func (t *tenantView) unindexUser(u *userRec) {
+	if t.userByName[strings.ToLower(u.userName)] == u.id {
+		delete(t.userByName, strings.ToLower(u.userName))
+	}
+	delIdx(t.userByExt, u.externalID, u.id)
+	if u.discordID != "" && t.userByDisc[u.discordID] == u.id {
+		delete(t.userByDisc, u.discordID)
+	}
+}
+
+func (t *tenantView) applyUser(ev *eventv1.Event, u *eventv1.User, rev uint64) {
+	old := t.users[u.GetId()]
+	if old != nil && old.rev >= rev {
+		return
+	}
+	if old != nil {
+		t.unindexUser(old)
+	}
+	if u.GetDeleted() || ev.GetOp() == eventv1.Operation_OPERATION_DELETE {
+		delete(t.users, u.GetId())
+		return
+	}
+	var sm snapshotMeta
+	_ = json.Unmarshal(ev.GetSnapshot(), &sm)
+	rec := &userRec{
+		id: u.GetId(), userName: u.GetUserName(), externalID: u.GetExternalId(), discordID: u.GetDiscordUserId(),
+		displayName: sm.DisplayName, active: u.GetActive(), raw: ev.GetSnapshot(), rev: rev, version: ev.GetVersion(),
+		created: sm.Meta.Created, modified: sm.Meta.LastModified,
+	}
+	t.users[rec.id] = rec
+	t.userByName[strings.ToLower(rec.userName)] = rec.id
+	addIdx(t.userByExt, rec.externalID, rec.id)
+	if rec.discordID != "" {
+		t.userByDisc[rec.discordID] = rec.id
+	}
+}
+
+func (t *tenantView) applyGroup(ev *eventv1.Event, g *eventv1.Group, rev uint64) {
+	old := t.groups[g.GetId()]
+	if old != nil && old.rev >= rev {
+		return
+	}
+	if old != nil {
+		if t.groupByName[strings.ToLower(old.displayName)] == old.id {
+			delete(t.groupByName, strings.ToLower(old.displayName))
+		}
+		delIdx(t.groupByExt, old.externalID, old.id)
+	}
+	if g.GetDeleted() || ev.GetOp() == eventv1.Operation_OPERATION_DELETE {
+		delete(t.groups, g.GetId())
+		return
+	}
+	var sm snapshotMeta
+	_ = json.Unmarshal(ev.GetSnapshot(), &sm)
+	rec := &groupRec{
+		id: g.GetId(), displayName: g.GetDisplayName(), externalID: g.GetExternalId(), raw: ev.GetSnapshot(),
+		rev: rev, etagRev: rev, version: ev.GetVersion(), created: sm.Meta.Created, modified: sm.Meta.LastModified,
+	}
+	if old != nil {
+		rec.etagRev = max(rev, old.etagRev)
+		if old.modified.After(rec.modified) {
+			rec.modified = old.modified
+		}
+	}
+	t.groups[rec.id] = rec
+	t.groupByName[strings.ToLower(rec.displayName)] = rec.id
+	addIdx(t.groupByExt, rec.externalID, rec.id)
+}
+
+func memberKey(g, u string) string { return g + "/" + u }
+
+func (t *tenantView) applyMembership(ev *eventv1.Event, m *eventv1.Membership, rev uint64) {
+	k := memberKey(m.GetGroupId(), m.GetUserId())
+	if t.memberRev[k] >= rev {
+		return
+	}
+	t.memberRev[k] = rev
+	if m.GetMember() {
+		if _, ok := t.members[m.GetGroupId()][m.GetUserId()]; !ok {
+			t.memberCounts++
+		}
+		addIdx(t.members, m.GetGroupId(), m.GetUserId())
+		addIdx(t.userGroups, m.GetUserId(), m.GetGroupId())
+	} else {
+		if _, ok := t.members[m.GetGroupId()][m.GetUserId()]; ok {
+			t.memberCounts--
+		}
+		delIdx(t.members, m.GetGroupId(), m.GetUserId())
+		delIdx(t.userGroups, m.GetUserId(), m.GetGroupId())
+	}
+	if g := t.groups[m.GetGroupId()]; g != nil {
+		g.etagRev = max(g.etagRev, rev)
+		if ts := ev.GetTime(); ts != nil && ts.AsTime().After(g.modified) {
+			g.modified = ts.AsTime()
+		}
+	}
+}
+
+// setWatermark records that the watcher delivered everything up to seq.
+func (v *view) setWatermark(seq uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if seq > v.watermark {
+		v.watermark = seq
+		close(v.advanced)
+		v.advanced = make(chan struct{})
+	}
+}
+
+// waitFor blocks until the watcher has delivered seq.
+func (v *view) waitFor(ctx context.Context, seq uint64) error {
+	for {
+		v.mu.RLock()
+		w, ch := v.watermark, v.advanced
+		v.mu.RUnlock()
+		if w >= seq {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// watch keeps the view current until ctx ends. It calls caughtUp once the
+// initial values have been delivered (every time the watch is re-created).
+func (v *view) watch(ctx context.Context, kv jetstream.KeyValue, caughtUp func(), onErr func(error)) {
+	for ctx.Err() == nil {
+		err := v.watchOnce(ctx, kv, caughtUp)
+		if ctx.Err() != nil {
+			return
+		}
+		onErr(err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+var errWatchClosed = errors.New("ingest: watch closed")
+
+func (v *view) watchOnce(ctx context.Context, kv jetstream.KeyValue, caughtUp func()) error {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("ingest: watch bucket: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errWatchClosed
+			}
+			if e == nil {
+				caughtUp()
+				continue
+			}
+			if e.Operation() == jetstream.KeyValuePut {
+				if err := v.applyRecord(e.Key(), e.Value(), e.Revision()); err != nil {
+					// A record this version cannot read: skip it, do not stall.
+					continue
+				}
+			}
+			v.setWatermark(e.Revision())
+		}
+	}
+}
+
+// keyOf is the bucket key of an event.
+func keyOf(ev *eventv1.Event) string {
+	switch r := ev.GetResource().(type) {
+	case *eventv1.Event_User:
+		return eventbus.UserKey(ev.GetTenantId(), r.User.GetId())
+	case *eventv1.Event_Group:
+		return eventbus.GroupKey(ev.GetTenantId(), r.Group.GetId())
+	case *eventv1.Event_Membership:
+		return eventbus.MemberKey(ev.GetTenantId(), r.Membership.GetGroupId(), r.Membership.GetUserId())
+	}
+	return ""
+}
