@@ -111,8 +111,16 @@ var valuePathCompareRe = regexp.MustCompile(`([A-Za-z0-9_$:.-]+)\[([^\]]*)\]\.([
 // dialectValuePathCompare is the "value path with sub-attribute compared"
 // dialect (Entra): `emails[type eq "work"].value eq "x"` is not in the RFC
 // 7644 grammar; it means `emails[type eq "work" and value eq "x"]`.
+// The parser has no grouping inside brackets, so a bracket filter that
+// contains "or" is left alone (and refused).
 func dialectValuePathCompare(s string) string {
-	return valuePathCompareRe.ReplaceAllString(s, `$1[($2) and $3 $4 $5]`)
+	return valuePathCompareRe.ReplaceAllStringFunc(s, func(m string) string {
+		sm := valuePathCompareRe.FindStringSubmatch(m)
+		if strings.Contains(strings.ToLower(sm[2]), " or ") {
+			return m
+		}
+		return sm[1] + "[" + sm[2] + " and " + sm[3] + " " + sm[4] + " " + sm[5] + "]"
+	})
 }
 
 // checkFilterAttrs validates attribute names; parent is the multi-valued

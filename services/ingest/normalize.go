@@ -188,8 +188,9 @@ func normalizeSingle(urn string, a *attr, v any) (any, error) {
 	if a.Type == tComplex {
 		obj, ok := v.(map[string]any)
 		if !ok {
-			if a.Multi {
-				// A bare value in a multi-valued complex attribute: its "value".
+			if a.Multi || a.sub("value") != nil {
+				// Dialect "bare value for a complex attribute" (Entra sends the
+				// enterprise manager as a plain id string): it is the "value".
 				obj = map[string]any{"value": v}
 			} else {
 				return nil, badRequest(scimInvalidValue, "%s must be an object", a.Name)
