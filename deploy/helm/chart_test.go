@@ -818,3 +818,23 @@ func fmtInt64(v *int64) string {
 	}
 	return strconv.FormatInt(*v, 10)
 }
+
+// TestValuesAreDocumented: values.yaml is the chart's documentation, so every
+// key of the chart's own (three outer) levels has a comment right above it.
+func TestValuesAreDocumented(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile(chartDir + "/values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := regexp.MustCompile(`^( {0,4})[A-Za-z_][\w.-]*:`)
+	prev := ""
+	for n, line := range strings.Split(string(data), "\n") {
+		if key.MatchString(line) && !strings.HasPrefix(strings.TrimSpace(prev), "#") {
+			t.Errorf("values.yaml:%d: %q has no comment above it", n+1, strings.TrimSpace(line))
+		}
+		if strings.TrimSpace(line) != "" {
+			prev = line
+		}
+	}
+}
