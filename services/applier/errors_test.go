@@ -1,0 +1,219 @@
+package applier
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/scimcord/scimcord/pkg/discordemu"
+	"github.com/scimcord/scimcord/pkg/tenants"
+)
+
+func intp(i int) *int { return &i }
+
+func TestRoleAboveTheBotFailsOnceWithDeadLetterAndReplays(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	// A human moves Staff above the bot's role: Discord answers 403 50013.
+	if _, err := e.emu.Admin().EditRole(e.ctx, guildID, roleStaff, discordemu.RolePatch{Position: intp(10)}); err != nil {
+		t.Fatalf("move role: %v", err)
+	}
+	r := e.start(testConfig())
+	e.putUser("alice", memberAlice, true)
+	st := e.waitState(r, "alice", StateFailed)
+	if st.Code != codeMissingPermissions || st.Detail == "" {
+		t.Errorf("status = %+v, want failed with code 50013 and an explanation", st)
+	}
+	e.waitIdle(testConfig().Durable) // terminal: not retried forever
+	dls, err := r.svc.DeadLetters(e.ctx)
+	if err != nil || len(dls) != 1 || dls[0].User != "alice" || dls[0].Code != codeMissingPermissions {
+		t.Fatalf("dead letters = %+v, %v; want alice with 50013", dls, err)
+	}
+	if n := len(e.emu.Recorder().Requests(discordemu.RequestFilter{Status: 403})); n != 1 {
+		t.Errorf("Discord answered 403 %d times, want 1 (no retry storm)", n)
+	}
+
+	// The operator fixes the hierarchy and replays.
+	if _, err := e.emu.Admin().EditRole(e.ctx, guildID, roleStaff, discordemu.RolePatch{Position: intp(1)}); err != nil {
+		t.Fatalf("move role back: %v", err)
+	}
+	ok, err := r.svc.Replay(e.ctx, "")
+	if err != nil || ok != 1 {
+		t.Fatalf("Replay = %d, %v; want 1, nil", ok, err)
+	}
+	e.waitRoles(memberAlice, roleStaff)
+	e.waitState(r, "alice", StateInSync)
+	if dls, _ := r.svc.DeadLetters(e.ctx); len(dls) != 0 {
+		t.Errorf("dead letters after replay = %+v, want none", dls)
+	}
+}
+
+func TestUnknownRoleIsAPermanentFailure(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.mapping.mu.Lock()
+	e.mapping.rules["Ghosts"] = "1100000000000000666" // no such role in the guild
+	e.mapping.mu.Unlock()
+	r := e.start(testConfig())
+	e.putGroup("g-ghosts", "Ghosts")
+	e.putMember("g-ghosts", "bob", true)
+	e.putUser("bob", member(2), true)
+	st := e.waitState(r, "bob", StateFailed)
+	if st.Code != codeUnknownRole {
+		t.Errorf("status = %+v, want code 10011", st)
+	}
+	e.waitIdle(testConfig().Durable)
+}
+
+func TestDiscordOutageThenFullConvergence(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	// Every member call fails with 5xx or a dropped connection for a while.
+	for _, a := range []discordemu.FaultAction{{Type: "status", Status: 503}, {Type: "cloudflare_5xx", Status: 502}, {Type: "drop", Mode: "close"}} {
+		if _, err := e.emu.Admin().AddFault(e.ctx, discordemu.FaultRule{
+			Match: discordemu.FaultMatch{Route: discordemu.StringList{"member_get", "member_edit", "member_role_add"}},
+			When:  discordemu.FaultWhen{Times: 3}, Action: a,
+		}); err != nil {
+			t.Fatalf("add fault: %v", err)
+		}
+	}
+	r := e.start(testConfig())
+	e.putGroup("g-eng", "Engineering")
+	for i := 1; i <= 4; i++ {
+		e.putUser(fmtUser(i), member(i), true)
+		if i%2 == 0 {
+			e.putMember("g-eng", fmtUser(i), true)
+		}
+	}
+	for i := 1; i <= 4; i++ {
+		want := []string{roleStaff}
+		if i%2 == 0 {
+			want = append(want, roleEng)
+		}
+		e.waitRoles(member(i), want...)
+		e.waitState(r, fmtUser(i), StateInSync)
+	}
+	if m := r.svc.Metrics(); m.Counters["retries"] == 0 {
+		t.Errorf("metrics = %+v, want retries counted", m.Counters)
+	}
+}
+
+func TestChangeCommittedButResponseLostIsNotRepeated(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	if _, err := e.emu.Admin().AddFault(e.ctx, discordemu.FaultRule{
+		Match: discordemu.FaultMatch{Route: discordemu.StringList{"member_role_add"}}, Stage: "after_commit",
+		When: discordemu.FaultWhen{Times: 1}, Action: discordemu.FaultAction{Type: "drop", Mode: "reset"},
+	}); err != nil {
+		t.Fatalf("add fault: %v", err)
+	}
+	r := e.start(testConfig())
+	e.putUser("alice", memberAlice, true)
+	e.waitState(r, "alice", StateInSync)
+	e.waitIdle(testConfig().Durable)
+	e.waitRoles(memberAlice, roleStaff)
+	if got := e.mutations(memberAlice); got["member_role_add"] != 1 {
+		t.Errorf("mutating calls = %v, want the one PUT only (the retry sees the role)", got)
+	}
+}
+
+func TestRateLimitedResponseDelaysTheMessage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	if _, err := e.emu.Admin().AddFault(e.ctx, discordemu.FaultRule{
+		Match: discordemu.FaultMatch{Route: discordemu.StringList{"member_role_add"}},
+		When:  discordemu.FaultWhen{Times: 1}, Action: discordemu.FaultAction{Type: "rate_limit", Scope: "user", RetryAfter: 0.3},
+	}); err != nil {
+		t.Fatalf("add fault: %v", err)
+	}
+	r := e.start(testConfig())
+	e.putUser("alice", memberAlice, true)
+	e.waitRoles(memberAlice, roleStaff)
+	e.waitState(r, "alice", StateInSync)
+	if m := r.svc.Metrics(); m.Limiter.RateLimited != 1 || m.Counters["rate_limited"] != 1 {
+		t.Errorf("metrics = %+v, want one 429 seen and delayed", m)
+	}
+}
+
+func TestHumanChangingRolesDuringSyncKeepsUnmanagedAndRestoresManaged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := e.start(testConfig())
+	e.putGroup("g-eng", "Engineering")
+	e.putGroup("g-design", "Design")
+	e.putMember("g-eng", "carol", true)
+	e.putUser("carol", member(3), true)
+	e.waitRoles(member(3), roleEng, roleStaff)
+	e.waitIdle(testConfig().Durable)
+	// A human gives Moderator (unmanaged) and removes Staff (managed) by hand…
+	if err := e.emu.Admin().SetMemberRoles(e.ctx, guildID, member(3), []string{roleEng, roleMod}); err != nil {
+		t.Fatalf("human edit: %v", err)
+	}
+	// …and the IdP adds Carol to Design.
+	e.putMember("g-design", "carol", true)
+	e.waitRoles(member(3), roleEng, roleDesign, roleStaff, roleMod)
+	e.waitState(r, "carol", StateInSync)
+}
+
+func TestBurstOfUpdatesToOneMemberIsCoalesced(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	// Discord is slow: every GET of the member takes 150ms.
+	if _, err := e.emu.Admin().AddFault(e.ctx, discordemu.FaultRule{
+		Match:  discordemu.FaultMatch{Route: discordemu.StringList{"member_get"}},
+		Action: discordemu.FaultAction{Type: "delay", MS: 150},
+	}); err != nil {
+		t.Fatalf("add fault: %v", err)
+	}
+	e.putGroup("g-eng", "Engineering")
+	e.putGroup("g-design", "Design")
+	cfg := testConfig()
+	r := e.start(cfg)
+	e.putUser("erin", member(5), true)
+	for i := range 50 {
+		e.putMember("g-eng", "erin", i%2 == 0)
+		e.putMember("g-design", "erin", i%3 == 0)
+	}
+	e.putMember("g-eng", "erin", true)
+	e.putMember("g-design", "erin", true)
+	e.waitRoles(member(5), roleEng, roleDesign, roleStaff)
+	e.waitIdle(cfg.Durable)
+	muts := e.mutations(member(5))
+	total := 0
+	for _, n := range muts {
+		total += n
+	}
+	gets := len(e.emu.Recorder().Requests(discordemu.RequestFilter{Route: "member_get", UserID: member(5)}))
+	t.Logf("103 updates → %d mutating calls %v, %d GETs, metrics %v", total, muts, gets, r.svc.Metrics().Counters)
+	if total > 3 {
+		t.Errorf("103 updates cost %d mutating calls %v, want at most 3", total, muts)
+	}
+	if gets > 12 {
+		t.Errorf("103 updates cost %d GETs, want them coalesced (≤ 12)", gets)
+	}
+}
+
+func TestManyMembersStayUnderTheBucketLimits(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *discordemu.Config, _ *tenants.Guild) { c.TimeScale = 0.05 })
+	cfg := testConfig()
+	cfg.MaxRateWait = 200 * time.Millisecond
+	r := e.start(cfg)
+	e.putGroup("g-eng", "Engineering")
+	for i := 1; i <= 9; i++ {
+		e.putUser(fmtUser(i), member(i), true)
+	}
+	for i := 1; i <= 9; i++ {
+		e.putMember("g-eng", fmtUser(i), true)
+	}
+	for i := 1; i <= 9; i++ {
+		e.waitRoles(member(i), roleEng, roleStaff)
+	}
+	for i := 1; i <= 9; i++ {
+		e.waitState(r, fmtUser(i), StateInSync)
+	}
+	e.emu.Recorder().AssertNoRateLimits(t)
+	e.emu.Recorder().AssertNoInvalidRequests(t)
+	t.Logf("metrics: %+v", r.svc.Metrics())
+	_ = fmt.Sprint()
+}
