@@ -42,10 +42,11 @@ func (s *Service) checkGroupUnique(tenant, id, displayName string) error {
 // memberValues takes the member ids out of a group document. Ids that are
 // not users of the tenant are skipped and logged (DESIGN §7's named
 // exception: Okta never retries a 400, so one stale id would lose a push).
-func (s *Service) memberValues(ctx context.Context, tenant string, doc map[string]any) []string {
+func (s *Service) memberValues(ctx context.Context, tenant string, doc map[string]any) ([]string, map[string]string) {
 	raw, _ := doc["members"].([]any)
 	delete(doc, "members")
 	var ids []string
+	display := map[string]string{}
 	seen := map[string]bool{}
 	for _, m := range raw {
 		mm, _ := m.(map[string]any)
@@ -55,8 +56,11 @@ func (s *Service) memberValues(ctx context.Context, tenant string, doc map[strin
 		}
 		seen[v] = true
 		ids = append(ids, v)
+		if d, _ := mm["display"].(string); d != "" {
+			display[v] = d
+		}
 	}
-	return s.knownUsers(ctx, tenant, ids)
+	return s.knownUsers(ctx, tenant, ids), display
 }
 
 // knownUsers filters ids to the tenant's users, logging the others.
@@ -107,7 +111,7 @@ func (s *Service) createGroup(ctx context.Context, tenant string, body map[strin
 	if err := validateGroup(doc); err != nil {
 		return nil, err
 	}
-	members := s.memberValues(ctx, tenant, doc)
+	members, display := s.memberValues(ctx, tenant, doc)
 	dn, _ := doc["displayName"].(string)
 	unlock := s.lockUnique(tenant + "\x00g\x00" + lower(dn))
 	s.sync(ctx)
@@ -132,7 +136,7 @@ func (s *Service) createGroup(ctx context.Context, tenant string, body map[strin
 	for _, m := range members {
 		changes[m] = true
 	}
-	if err := s.setMembers(ctx, tenant, id, changes); err != nil {
+	if err := s.setMembers(ctx, tenant, id, changes, display); err != nil {
 		return nil, err
 	}
 	return s.groupView(tenant, id), nil
@@ -165,8 +169,9 @@ func (s *Service) currentMembers(tenant, id string) map[string]bool {
 
 // memberDelta is a change to a group's member set.
 type memberDelta struct {
-	replace bool            // start from the empty set
-	set     map[string]bool // user → member after the change
+	replace bool              // start from the empty set
+	set     map[string]bool   // user → member after the change
+	display map[string]string // display sent by the IdP for added members
 }
 
 func (d *memberDelta) put(id string, member bool) {
@@ -174,6 +179,16 @@ func (d *memberDelta) put(id string, member bool) {
 		d.set = map[string]bool{}
 	}
 	d.set[id] = member
+}
+
+func (d *memberDelta) putRef(r memberRef) {
+	d.put(r.id, true)
+	if r.display != "" {
+		if d.display == nil {
+			d.display = map[string]string{}
+		}
+		d.display[r.id] = r.display
+	}
 }
 
 // changes turns the delta into membership writes against cur.
@@ -187,7 +202,7 @@ func (d *memberDelta) changes(cur map[string]bool) map[string]bool {
 		}
 	}
 	for u, m := range d.set {
-		if m != cur[u] {
+		if m != cur[u] || (m && d.display[u] != "") {
 			out[u] = m
 		}
 	}
@@ -268,7 +283,7 @@ func (s *Service) updateGroup(ctx context.Context, tenant, id, ifMatch string, c
 			}
 		}
 		if delta != nil {
-			if err := s.setMembers(ctx, tenant, id, delta.changes(s.currentMembers(tenant, id))); err != nil {
+			if err := s.setMembers(ctx, tenant, id, delta.changes(s.currentMembers(tenant, id)), delta.display); err != nil {
 				return nil, err
 			}
 		}
@@ -289,7 +304,8 @@ func (s *Service) replaceGroup(ctx context.Context, tenant, id, ifMatch string, 
 	for _, m := range raw {
 		mm, _ := m.(map[string]any)
 		if v, _ := mm["value"].(string); v != "" {
-			delta.put(v, true)
+			d, _ := mm["display"].(string)
+			delta.putRef(memberRef{id: v, display: d})
 		}
 	}
 	return s.updateGroup(ctx, tenant, id, ifMatch, func(map[string]any, func() map[string]bool) (map[string]any, *memberDelta, error) {
@@ -332,7 +348,7 @@ func (s *Service) deleteGroup(ctx context.Context, tenant, id, ifMatch string) e
 		for u := range s.currentMembers(tenant, id) {
 			changes[u] = false
 		}
-		if err := s.setMembers(ctx, tenant, id, changes); err != nil {
+		if err := s.setMembers(ctx, tenant, id, changes, nil); err != nil {
 			return err
 		}
 		doc, err := decodeObject(cur.raw)

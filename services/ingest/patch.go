@@ -376,12 +376,6 @@ func applyGroupPatch(doc map[string]any, ops []patchOp, members func() map[strin
 		}
 		return cur
 	}
-	eff := func(u string) bool {
-		if m, ok := delta.set[u]; ok {
-			return m
-		}
-		return !delta.replace && loadCur()[u]
-	}
 	for _, op := range ops {
 		exp, err := expandNoPath(kindGroup, op)
 		if err != nil {
@@ -404,7 +398,7 @@ func applyGroupPatch(doc map[string]any, ops []patchOp, members func() map[strin
 			if delta == nil {
 				delta = &memberDelta{set: map[string]bool{}}
 			}
-			ids, err := memberIDs(o.Value)
+			refs, err := memberIDs(o.Value)
 			if err != nil {
 				return nil, err
 			}
@@ -427,29 +421,28 @@ func applyGroupPatch(doc map[string]any, ops []patchOp, members func() map[strin
 						delta.put(u, false)
 					}
 				}
-				for _, id := range ids {
-					delta.put(id, true)
+				for _, r := range refs {
+					delta.putRef(r)
 				}
 			case o.Op == "add":
-				for _, id := range ids {
-					delta.put(id, true)
+				for _, r := range refs {
+					delta.putRef(r)
 				}
 			case o.Op == "replace":
 				delta.replace = true
 				delta.set = map[string]bool{}
-				for _, id := range ids {
-					delta.put(id, true)
+				for _, r := range refs {
+					delta.putRef(r)
 				}
 			case o.Op == "remove" && o.Value != nil:
 				// Dialect "remove members with a value array" (Entra).
-				for _, id := range ids {
-					delta.put(id, false)
+				for _, r := range refs {
+					delta.put(r.id, false)
 				}
 			default: // remove all members
 				delta.replace = true
 				delta.set = map[string]bool{}
 			}
-			_ = eff
 		}
 	}
 	return delta, nil
@@ -482,10 +475,14 @@ func simpleValueEq(e filter.Expression) (string, bool) {
 	return unescapeFilterString(s), ok
 }
 
-// memberIDs reads member ids from a PATCH value: a list of {"value": id}, a
-// single object, or bare id strings.
-func memberIDs(v any) ([]string, error) {
-	var ids []string
+// memberRef is a member named in a request.
+type memberRef struct{ id, display string }
+
+// memberIDs reads members from a PATCH value: a list of {"value": id}, a
+// single object, or bare id strings. The display is "display", or
+// "displayName" as Microsoft's collection sends it.
+func memberIDs(v any) ([]memberRef, error) {
+	var ids []memberRef
 	for _, e := range asList(v) {
 		switch x := e.(type) {
 		case map[string]any:
@@ -493,9 +490,13 @@ func memberIDs(v any) ([]string, error) {
 			if !ok {
 				return nil, badRequest(scimInvalidValue, "each member needs a string value")
 			}
-			ids = append(ids, id)
+			d, _ := getFold(x, "display").(string)
+			if d == "" {
+				d, _ = getFold(x, "displayName").(string)
+			}
+			ids = append(ids, memberRef{id: id, display: d})
 		case string:
-			ids = append(ids, x)
+			ids = append(ids, memberRef{id: x})
 		default:
 			return nil, badRequest(scimInvalidValue, "members must be objects with a value")
 		}

@@ -76,7 +76,10 @@ func (s *Service) renderGroup(tenant string, g *groupRec, base string) map[strin
 	slices.Sort(ids)
 	for _, uid := range ids {
 		u := t.users[uid]
-		display := u.displayName
+		display := t.memberDisplay[memberKey(g.id, uid)]
+		if display == "" {
+			display = u.displayName
+		}
 		if display == "" {
 			display = u.userName
 		}
@@ -171,6 +174,10 @@ func splitAttrPath(k resourceKind, doc map[string]any, p string) (container stri
 }
 
 func copyPath(k resourceKind, src, dst map[string]any, p string) {
+	if strings.Contains(p, "[") {
+		copyFiltered(k, src, dst, p)
+		return
+	}
 	container, name, sub := splitAttrPath(k, src, p)
 	from, to := src, dst
 	if container != "" {
@@ -385,5 +392,32 @@ func page(all []any, lq listQuery, total int) map[string]any {
 		"startIndex":   si,
 		"itemsPerPage": len(res),
 		"Resources":    res,
+	}
+}
+
+// copyFiltered handles `attributes=emails[type eq "work"]` (not in the RFC
+// grammar; Microsoft's collection sends it): the matching values of the
+// multi-valued attribute are returned.
+func copyFiltered(k resourceKind, src, dst map[string]any, p string) {
+	urn, rest := splitURNPath(k, p)
+	if urn != "" {
+		return
+	}
+	pp, err := parsePathSafe(rest)
+	if err != nil || pp.ValueExpression == nil {
+		return
+	}
+	_, a := lookupAttr(k, "", pp.AttributePath.AttributeName)
+	if a == nil || !a.Multi || a.Type != tComplex || checkFilterAttrs(k, pp.ValueExpression, a) != nil {
+		return
+	}
+	var out []any
+	for _, el := range asList(src[a.Name]) {
+		if m, ok := el.(map[string]any); ok && evalFilter(k, pp.ValueExpression, m, a) {
+			out = append(out, el)
+		}
+	}
+	if out != nil {
+		dst[a.Name] = out
 	}
 }

@@ -135,14 +135,21 @@ func groupEvent(tenant string, op eventv1.Operation, doc map[string]any, version
 	}, nil
 }
 
-func membershipEvent(tenant, groupID, userID string, member bool, now time.Time) *eventv1.Event {
+// membershipEvent is one (group, user) record. Its snapshot is empty, or
+// {"display": "…"} when the IdP sent a display for the member (Microsoft's
+// suite reads it back).
+func membershipEvent(tenant, groupID, userID string, member bool, display string, now time.Time) *eventv1.Event {
 	op := eventv1.Operation_OPERATION_CREATE
 	if !member {
 		op = eventv1.Operation_OPERATION_DELETE
 	}
+	var snap []byte
+	if member && display != "" {
+		snap, _ = json.Marshal(map[string]string{"display": display})
+	}
 	return &eventv1.Event{
 		TenantId: tenant, Kind: eventv1.ResourceKind_RESOURCE_KIND_MEMBERSHIP, Op: op,
-		ResourceId: groupID + "/" + userID, Version: 1, Time: ts(now),
+		ResourceId: groupID + "/" + userID, Version: 1, Time: ts(now), Snapshot: snap,
 		Resource: &eventv1.Event_Membership{Membership: &eventv1.Membership{GroupId: groupID, UserId: userID, Member: member}},
 	}
 }
@@ -151,7 +158,7 @@ func membershipEvent(tenant, groupID, userID string, member bool, now time.Time)
 // parallel, each with compare-and-set against the record's current
 // revision. It returns the first error; records already written stay (each
 // is a complete, valid change on its own).
-func (s *Service) setMembers(ctx context.Context, tenant, groupID string, changes map[string]bool) error {
+func (s *Service) setMembers(ctx context.Context, tenant, groupID string, changes map[string]bool, display map[string]string) error {
 	if len(changes) == 0 {
 		return nil
 	}
@@ -175,7 +182,7 @@ func (s *Service) setMembers(ctx context.Context, tenant, groupID string, change
 		go func() {
 			defer wg.Done()
 			for uid := range work {
-				if err := s.setMember(ctx, tenant, groupID, uid, changes[uid], now); err != nil {
+				if err := s.setMember(ctx, tenant, groupID, uid, changes[uid], display[uid], now); err != nil {
 					errMu.Lock()
 					if firstErr == nil {
 						firstErr = err
@@ -200,22 +207,24 @@ func (s *Service) setMembers(ctx context.Context, tenant, groupID string, change
 	return firstErr
 }
 
-func (s *Service) setMember(ctx context.Context, tenant, groupID, userID string, member bool, now time.Time) error {
+func (s *Service) setMember(ctx context.Context, tenant, groupID, userID string, member bool, display string, now time.Time) error {
 	key := eventbus.MemberKey(tenant, groupID, userID)
 	for range 8 {
 		s.view.mu.RLock()
 		t := s.view.tenant(tenant)
 		var rev uint64
 		var is bool
+		var curDisplay string
 		if t != nil {
 			rev = t.memberRev[memberKey(groupID, userID)]
 			_, is = t.members[groupID][userID]
+			curDisplay = t.memberDisplay[memberKey(groupID, userID)]
 		}
 		s.view.mu.RUnlock()
-		if is == member && (rev != 0 || !member) {
+		if is == member && (rev != 0 || !member) && (!member || display == "" || display == curDisplay) {
 			return nil
 		}
-		_, err := s.put(ctx, membershipEvent(tenant, groupID, userID, member, now), rev)
+		_, err := s.put(ctx, membershipEvent(tenant, groupID, userID, member, display, now), rev)
 		if err == nil || !errors.Is(err, eventbus.ErrConflict) {
 			return err
 		}

@@ -262,7 +262,7 @@ func (s *Service) deleteUser(ctx context.Context, tenant, id, ifMatch string) er
 	}
 	s.view.mu.RUnlock()
 	for _, g := range groups {
-		if err := s.setMembers(ctx, tenant, g, map[string]bool{id: false}); err != nil {
+		if err := s.setMembers(ctx, tenant, g, map[string]bool{id: false}, nil); err != nil {
 			// The user is deleted (the applier acts on that record); a
 			// membership left open is hidden by the view and closed here
 			// on the next delete of the group.

@@ -39,17 +39,18 @@ type groupRec struct {
 
 // tenantView is one tenant's resources and indexes.
 type tenantView struct {
-	users        map[string]*userRec
-	groups       map[string]*groupRec
-	userByName   map[string]string // lower-case userName → id
-	userByExt    map[string]map[string]struct{}
-	userByDisc   map[string]string // Discord snowflake → id
-	groupByName  map[string]string // lower-case displayName → id
-	groupByExt   map[string]map[string]struct{}
-	members      map[string]map[string]struct{} // group → users (member=true)
-	userGroups   map[string]map[string]struct{} // user → groups (member=true)
-	memberRev    map[string]uint64              // "group/user" → revision of the membership record
-	memberCounts int
+	users         map[string]*userRec
+	groups        map[string]*groupRec
+	userByName    map[string]string // lower-case userName → id
+	userByExt     map[string]map[string]struct{}
+	userByDisc    map[string]string // Discord snowflake → id
+	groupByName   map[string]string // lower-case displayName → id
+	groupByExt    map[string]map[string]struct{}
+	members       map[string]map[string]struct{} // group → users (member=true)
+	userGroups    map[string]map[string]struct{} // user → groups (member=true)
+	memberRev     map[string]uint64              // "group/user" → revision of the membership record
+	memberDisplay map[string]string              // "group/user" → display the IdP sent, if any
+	memberCounts  int
 }
 
 func newTenantView() *tenantView {
@@ -58,7 +59,7 @@ func newTenantView() *tenantView {
 		userByName: map[string]string{}, userByExt: map[string]map[string]struct{}{}, userByDisc: map[string]string{},
 		groupByName: map[string]string{}, groupByExt: map[string]map[string]struct{}{},
 		members: map[string]map[string]struct{}{}, userGroups: map[string]map[string]struct{}{},
-		memberRev: map[string]uint64{},
+		memberRev: map[string]uint64{}, memberDisplay: map[string]string{},
 	}
 }
 
@@ -234,12 +235,21 @@ func (t *tenantView) applyMembership(ev *eventv1.Event, m *eventv1.Membership, r
 		}
 		addIdx(t.members, m.GetGroupId(), m.GetUserId())
 		addIdx(t.userGroups, m.GetUserId(), m.GetGroupId())
+		var d struct {
+			Display string `json:"display"`
+		}
+		if len(ev.GetSnapshot()) > 0 && json.Unmarshal(ev.GetSnapshot(), &d) == nil && d.Display != "" {
+			t.memberDisplay[k] = d.Display
+		} else {
+			delete(t.memberDisplay, k)
+		}
 	} else {
 		if _, ok := t.members[m.GetGroupId()][m.GetUserId()]; ok {
 			t.memberCounts--
 		}
 		delIdx(t.members, m.GetGroupId(), m.GetUserId())
 		delIdx(t.userGroups, m.GetUserId(), m.GetGroupId())
+		delete(t.memberDisplay, k)
 	}
 	if g := t.groups[m.GetGroupId()]; g != nil {
 		g.etagRev = max(g.etagRev, rev)
