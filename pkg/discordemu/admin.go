@@ -382,6 +382,8 @@ func (e *Emulator) mergeConfig(body []byte) error {
 	e.cfgMu.Lock()
 	defer e.cfgMu.Unlock()
 	c := e.cfg
+	cu := *c.Strict.CheckUntouchedRoles
+	c.Strict.CheckUntouchedRoles = &cu // do not write through the shared pointer
 	if err := json.Unmarshal(body, &c); err != nil {
 		return badReq("invalid config: %v", err)
 	}

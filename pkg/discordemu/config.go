@@ -75,9 +75,9 @@ type ChaosConfig struct {
 type StrictConfig struct {
 	// UnknownRoleInPatch: "10011" (default, 404) or "50035".
 	UnknownRoleInPatch string `json:"unknown_role_in_patch"`
-	// CheckUntouchedRoles: true (default) also rejects a PATCH that merely keeps a
-	// role at or above the bot.
-	CheckUntouchedRoles bool `json:"check_untouched_roles"`
+	// CheckUntouchedRoles: true (default; nil means true) also rejects a PATCH that
+	// merely keeps a role at or above the bot. Use Bool(false) for the alternative.
+	CheckUntouchedRoles *bool `json:"check_untouched_roles"`
 	// EveryoneInRoles: "reject" (default, 400 50035) or "ignore".
 	EveryoneInRoles string `json:"everyone_in_roles"`
 	// LegacyReasonQuery: "ignore" (default, v10 behaviour) or "honour".
@@ -118,7 +118,7 @@ func DefaultConfig() Config {
 		AccessTokenTTLSeconds: 604800,
 		Strict: StrictConfig{
 			UnknownRoleInPatch:  "10011",
-			CheckUntouchedRoles: true,
+			CheckUntouchedRoles: Bool(true),
 			EveryoneInRoles:     "reject",
 			LegacyReasonQuery:   "ignore",
 			ScopeError:          "401",
@@ -160,6 +160,9 @@ func (c *Config) normalize() {
 	s := &c.Strict
 	if s.UnknownRoleInPatch == "" {
 		s.UnknownRoleInPatch = d.Strict.UnknownRoleInPatch
+	}
+	if s.CheckUntouchedRoles == nil {
+		s.CheckUntouchedRoles = Bool(true)
 	}
 	if s.EveryoneInRoles == "" {
 		s.EveryoneInRoles = d.Strict.EveryoneInRoles
@@ -232,3 +235,6 @@ func (c *ManualClock) Advance(d time.Duration) {
 	defer func() { <-c.mu }()
 	c.now = c.now.Add(d)
 }
+
+// Bool returns a pointer to b (for StrictConfig.CheckUntouchedRoles).
+func Bool(b bool) *bool { return &b }

@@ -121,3 +121,21 @@ func TestState_PersistAndReload(t *testing.T) {
 }
 
 var discordgoRoleParams = discordgo.RoleParams{Name: "persisted"}
+
+func TestConfig_ZeroValueIsStrict(t *testing.T) {
+	t.Parallel()
+	e, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	c, err := e.Admin().Config(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := DefaultConfig()
+	if c.Profile != d.Profile || c.TimeScale != 1 || c.GlobalLimitPerSec != 50 || c.Strict.CheckUntouchedRoles == nil || !*c.Strict.CheckUntouchedRoles ||
+		c.Strict.UnknownRoleInPatch != "10011" || c.Strict.MaxRoles != 250 || c.Strict.InvalidClientStatus != 401 {
+		t.Fatalf("zero config normalized to %+v", c)
+	}
+}

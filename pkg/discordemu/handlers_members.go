@@ -235,7 +235,7 @@ func hMemberEdit(c *call) *resp {
 				return errMissingPerms()
 			}
 		}
-		if c.cfg.Strict.CheckUntouchedRoles {
+		if c.cfg.Strict.CheckUntouchedRoles == nil || *c.cfg.Strict.CheckUntouchedRoles {
 			for _, id := range newRoles {
 				if m.hasRole(id) {
 					if r := g.Roles[id]; r != nil && !outranksRole(g, bot, r) {
