@@ -3,6 +3,7 @@ package mapping_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -41,6 +42,9 @@ func writeRules(t *testing.T, yaml string) string {
 func startService(t *testing.T, cfg mapping.Config, deps mapping.Deps) (*mapping.Service, mappingv1.MappingServiceClient) {
 	t.Helper()
 	cfg.GRPCAddr = "127.0.0.1:0"
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
 	svc, err := mapping.New(cfg, deps)
 	if err != nil {
 		t.Fatalf("New: %v", err)
