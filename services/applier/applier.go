@@ -54,6 +54,19 @@ type Config struct {
 	AuditReason string
 	// DeadLetterBucket is the KV bucket of dead letters (permanent failures).
 	DeadLetterBucket string
+	// GracePeriod delays a kick or ban after deactivation or deletion; the
+	// managed roles are removed at once, and a re-activation within the
+	// period restores them. 0 = act at once.
+	GracePeriod time.Duration
+	// BrakeMaxCount and BrakeMaxShare engage the mass-removal brake when one
+	// burst (BrakeWindow) would remove roles from, kick or ban more than
+	// max(BrakeMaxCount, BrakeMaxShare × guild members) members; the rest are
+	// held until AllowRemovals. BrakeMaxCount 0 disables the brake.
+	BrakeMaxCount int
+	BrakeMaxShare float64
+	BrakeWindow   time.Duration
+	// BrakeRecheck is how often a held removal is looked at again.
+	BrakeRecheck time.Duration
 }
 
 // DefaultConfig returns the production defaults.
@@ -72,6 +85,10 @@ func DefaultConfig() Config {
 		AckWait:          30 * time.Second,
 		AuditReason:      "scimcord",
 		DeadLetterBucket: "applier_deadletter",
+		BrakeMaxCount:    25,
+		BrakeMaxShare:    0.1,
+		BrakeWindow:      10 * time.Minute,
+		BrakeRecheck:     30 * time.Second,
 	}
 }
 
@@ -96,6 +113,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRateWait+c.RequestTimeout >= c.AckWait {
 		errs = append(errs, fmt.Errorf("applier: MaxRateWait+RequestTimeout (%s) must be below AckWait (%s)", c.MaxRateWait+c.RequestTimeout, c.AckWait))
+	}
+	if c.GracePeriod < 0 || c.BrakeMaxCount < 0 || c.BrakeMaxShare < 0 || c.BrakeMaxShare > 1 {
+		errs = append(errs, errors.New("applier: GracePeriod and BrakeMaxCount must be >= 0 and BrakeMaxShare within 0..1"))
+	}
+	if c.BrakeMaxCount > 0 && (c.BrakeWindow <= 0 || c.BrakeRecheck <= 0) {
+		errs = append(errs, errors.New("applier: BrakeWindow and BrakeRecheck must be > 0 when the brake is on"))
 	}
 	if !eventbus.ValidToken(c.DeadLetterBucket) {
 		errs = append(errs, fmt.Errorf("applier: DeadLetterBucket %q is not a valid bucket name", c.DeadLetterBucket))
@@ -131,6 +154,7 @@ type Service struct {
 	dc      *discord
 	coal    *coalescer
 	metrics *metrics
+	brake   *brake
 
 	store  *eventbus.Store
 	status *statusStore
@@ -173,6 +197,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		cfg: cfg, deps: deps, log: log.With("service", "applier"),
 		tracer:  tp.Tracer("github.com/scimcord/scimcord/services/applier"),
 		limiter: lim, dc: dc, coal: newCoalescer(), metrics: m,
+		brake: newBrake(cfg.BrakeMaxCount, cfg.BrakeMaxShare, cfg.BrakeWindow),
 	}, nil
 }
 

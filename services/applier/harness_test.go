@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/scimcord/scimcord/pkg/discordemu"
 	"github.com/scimcord/scimcord/pkg/eventbus"
@@ -237,6 +238,7 @@ func (e *env) put(key string, ev *eventv1.Event) {
 		ev.Op = op
 	}
 	ev.TenantId = tenantID
+	ev.Time = timestamppb.Now()
 	if _, err := e.store.Put(e.ctx, key, ev, rev); err != nil {
 		e.t.Fatalf("put %s: %v", key, err)
 	}

@@ -146,6 +146,8 @@ type plan struct {
 	add, rm   []string
 	target    []string // the full role list for a PATCH
 	inGuild   bool
+	deferred  tenants.Action // a kick or ban waiting for the grace period
+	due       time.Time      // end of the grace period
 }
 
 func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenants.Guild, userID string, mark func(), stale func() bool) error {
@@ -188,50 +190,72 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 			st.State, st.Code, st.Detail = StatePendingJoin, codeUnknownMember, "the Discord user is not a member of the guild; applied when they join"
 			return s.putStatus(ctx, st)
 		}
-		route, op := s.route(g.ID, p)
-		if op == "" {
-			st.State, st.Detail = StateInSync, ""
-			if p.inGuild {
-				st.Detail = "no change needed"
+		if !p.inGuild && p.policy == tenants.ActionBan {
+			if prev, err := s.status.get(ctx, t.ID, g.ID, userID); err == nil && prev.Action == "ban" {
+				st.State, st.Action, st.Detail = StateInSync, "ban", "banned"
+				return s.putStatus(ctx, st)
 			}
-			return s.putStatus(ctx, st)
 		}
-		// Coalescing: if the call must wait, wait first, then re-plan when
-		// newer changes arrived meanwhile, so that one call carries them all.
-		if wait := s.limiter.NextFree(route); wait > 0 {
-			if wait > s.cfg.MaxRateWait {
-				st.State, st.Detail = StatePending, fmt.Sprintf("waiting %s for the Discord rate limit", wait.Round(time.Millisecond))
-				_ = s.putStatus(ctx, st)
-				s.metrics.inc("deferred")
-				return eventbus.Retry(&WaitError{Route: route, Delay: wait}, wait+jitter(wait/10))
+		route, op := s.route(g.ID, p)
+		if op != "" {
+			if len(p.rm) > 0 || p.policy == tenants.ActionKick || p.policy == tenants.ActionBan {
+				if err := s.brake.admit(g.ID, p.discordID, time.Now()); err != nil {
+					st.State, st.Detail = StatePending, err.Error()
+					_ = s.putStatus(ctx, st)
+					s.metrics.inc("brake_held")
+					log.WarnContext(ctx, "removal held by the mass-removal brake", "op", op, "error", err)
+					return eventbus.Retry(err, jitter(s.cfg.BrakeRecheck))
+				}
 			}
-			if err := sleepCtx(ctx, wait, nil); err != nil {
+			// Coalescing: if the call must wait, wait first, then re-plan when
+			// newer changes arrived meanwhile, so that one call carries them all.
+			if wait := s.limiter.NextFree(route); wait > 0 {
+				if wait > s.cfg.MaxRateWait {
+					st.State, st.Detail = StatePending, fmt.Sprintf("waiting %s for the Discord rate limit", wait.Round(time.Millisecond))
+					_ = s.putStatus(ctx, st)
+					s.metrics.inc("deferred")
+					return eventbus.Retry(&WaitError{Route: route, Delay: wait}, wait+jitter(wait/10))
+				}
+				if err := sleepCtx(ctx, wait, nil); err != nil {
+					return err
+				}
+				if stale() && attempt < 3 {
+					s.metrics.inc("coalesced")
+					continue
+				}
+			}
+			reason := fmt.Sprintf("%s: %s user %s (trace %s)", s.cfg.AuditReason, op, userID, st.TraceID)
+			if err := s.execute(ctx, g.ID, p, op, reason); err != nil {
+				var de *DiscordError
+				if errors.As(err, &de) && de.Class == ClassUnknownMember && p.policy == "" {
+					st.State, st.Code, st.Detail = StatePendingJoin, codeUnknownMember, "the Discord user is not a member of the guild; applied when they join"
+					return s.putStatus(ctx, st)
+				}
+				if errors.As(err, &de) && de.Class == ClassUnknownMember {
+					st.State, st.Detail = StateInSync, "not in the guild; nothing to remove"
+					return s.putStatus(ctx, st)
+				}
+				span.RecordError(err)
+				span.SetStatus(codes.Error, op)
+				return s.fail(ctx, log, st, p, err)
+			}
+			s.metrics.inc("changes")
+			st.Action = op
+			log.InfoContext(ctx, "member reconciled", "action", op, "added", p.add, "removed", p.rm)
+			_ = s.dead.clear(ctx, t.ID, g.ID, userID)
+		}
+		if p.deferred != "" {
+			st.State = StatePending
+			st.Detail = fmt.Sprintf("%s scheduled at %s (grace period); managed roles removed meanwhile", p.deferred, p.due.UTC().Format(time.RFC3339))
+			if err := s.putStatus(ctx, st); err != nil {
 				return err
 			}
-			if stale() && attempt < 3 {
-				s.metrics.inc("coalesced")
-				continue
-			}
+			return eventbus.Retry(ErrGracePeriod, time.Until(p.due)+10*time.Millisecond)
 		}
-		reason := fmt.Sprintf("%s: %s user %s (trace %s)", s.cfg.AuditReason, op, userID, st.TraceID)
-		if err := s.execute(ctx, g.ID, p, op, reason); err != nil {
-			var de *DiscordError
-			if errors.As(err, &de) && de.Class == ClassUnknownMember && p.policy == "" {
-				st.State, st.Code, st.Detail = StatePendingJoin, codeUnknownMember, "the Discord user is not a member of the guild; applied when they join"
-				return s.putStatus(ctx, st)
-			}
-			if errors.As(err, &de) && de.Class == ClassUnknownMember {
-				st.State, st.Detail = StateInSync, "not in the guild; nothing to remove"
-				return s.putStatus(ctx, st)
-			}
-			span.RecordError(err)
-			span.SetStatus(codes.Error, op)
-			return s.fail(ctx, log, st, p, err)
+		st.State, st.Detail = StateInSync, ""
+		if op == "" && p.inGuild {
+			st.Detail = "no change needed"
 		}
-		s.metrics.inc("changes")
-		st.State, st.Action, st.Detail = StateInSync, op, ""
-		log.InfoContext(ctx, "member reconciled", "action", op, "added", p.add, "removed", p.rm)
-		_ = s.dead.clear(ctx, t.ID, g.ID, userID)
 		return s.putStatus(ctx, st)
 	}
 }
@@ -254,6 +278,12 @@ func (s *Service) plan(ctx context.Context, t *tenants.Tenant, g tenants.Guild, 
 		p.policy = g.OnDelete
 	case !u.GetActive():
 		p.policy = g.OnDeactivate
+	}
+	if (p.policy == tenants.ActionKick || p.policy == tenants.ActionBan) && s.cfg.GracePeriod > 0 {
+		changed := rec.Event.GetTime().AsTime() // ingest stamps every change; none → no grace
+		if due := changed.Add(s.cfg.GracePeriod); time.Now().Before(due) {
+			p.deferred, p.due, p.policy = p.policy, due, tenants.ActionStrip
+		}
 	}
 	if p.discordID == "" || p.policy == tenants.ActionNone {
 		return p, nil

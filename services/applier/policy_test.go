@@ -1,0 +1,171 @@
+package applier
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/scimcord/scimcord/pkg/discordemu"
+	"github.com/scimcord/scimcord/pkg/tenants"
+)
+
+func withPolicy(deactivate, del tenants.Action) envOpt {
+	return func(_ *discordemu.Config, g *tenants.Guild) { g.OnDeactivate, g.OnDelete = deactivate, del }
+}
+
+func (e *env) isMember(discordID string) bool {
+	e.t.Helper()
+	st, err := e.emu.Admin().State(e.ctx, guildID)
+	if err != nil {
+		e.t.Fatalf("state: %v", err)
+	}
+	return st.Member(discordID) != nil
+}
+
+func (e *env) isBanned(discordID string) bool {
+	e.t.Helper()
+	st, err := e.emu.Admin().State(e.ctx, guildID)
+	if err != nil {
+		e.t.Fatalf("state: %v", err)
+	}
+	return slices.ContainsFunc(st.Bans, func(b discordemu.Ban) bool { return b.User.ID == discordID })
+}
+
+func TestDeprovisioningPolicies(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		deactivate tenants.Action
+		del        tenants.Action
+		delete     bool // delete instead of deactivate
+		wantMember bool
+		wantBanned bool
+		wantRoles  []string
+	}{
+		{name: "deactivate with kick removes the member", deactivate: tenants.ActionKick, wantMember: false},
+		{name: "deactivate with ban bans the member", deactivate: tenants.ActionBan, wantBanned: true},
+		{name: "deactivate with none leaves the roles", deactivate: tenants.ActionNone, wantMember: true, wantRoles: []string{roleEng, roleStaff}},
+		{name: "delete with strip keeps the member without managed roles", del: tenants.ActionStrip, delete: true, wantMember: true, wantRoles: []string{}},
+		{name: "delete with ban bans the member", del: tenants.ActionBan, delete: true, wantBanned: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, withPolicy(tc.deactivate, tc.del))
+			r := e.start(testConfig())
+			e.putGroup("g-eng", "Engineering")
+			e.putMember("g-eng", "frank", true)
+			e.putUser("frank", member(6), true)
+			e.waitRoles(member(6), roleEng, roleStaff)
+			if tc.delete {
+				e.deleteUser("frank", member(6))
+			} else {
+				e.putUser("frank", member(6), false)
+			}
+			e.eventually("policy applied", 20*time.Second, func() (bool, string) {
+				st, err := r.svc.Status(e.ctx, tenantID, guildID, "frank")
+				return err == nil && st.State == StateInSync && (st.Action != "" || tc.deactivate == tenants.ActionNone) &&
+					e.isMember(member(6)) == tc.wantMember && e.isBanned(member(6)) == tc.wantBanned, st.Detail
+			})
+			if tc.wantMember {
+				e.waitRoles(member(6), tc.wantRoles...)
+			}
+		})
+	}
+}
+
+func TestGracePeriodStripsAtOnceKicksLaterAndReactivationRestores(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withPolicy(tenants.ActionKick, ""))
+	cfg := testConfig()
+	cfg.GracePeriod = 1500 * time.Millisecond
+	r := e.start(cfg)
+	e.putGroup("g-design", "Design")
+	for _, u := range []string{"grace", "heidi"} {
+		e.putMember("g-design", u, true)
+	}
+	e.putUser("grace", member(7), true)
+	e.putUser("heidi", member(8), true)
+	e.waitRoles(member(7), roleDesign, roleStaff)
+	e.waitRoles(member(8), roleDesign, roleStaff)
+
+	e.putUser("grace", member(7), false)
+	e.putUser("heidi", member(8), false)
+	e.waitRoles(member(7))
+	e.waitRoles(member(8))
+	st := e.waitState(r, "grace", StatePending)
+	if !e.isMember(member(7)) {
+		t.Fatalf("kicked before the grace period ended (status %+v)", st)
+	}
+	// Grace is re-activated within the period: her roles come back, no kick.
+	e.putUser("grace", member(7), true)
+	e.waitRoles(member(7), roleDesign, roleStaff)
+	// Heidi is kicked once the period is over.
+	e.eventually("heidi kicked", 20*time.Second, func() (bool, string) { return !e.isMember(member(8)), "still a member" })
+	e.waitState(r, "heidi", StateInSync)
+	e.waitIdle(cfg.Durable)
+	if !e.isMember(member(7)) {
+		t.Error("re-activated member was kicked")
+	}
+	e.waitState(r, "grace", StateInSync)
+}
+
+func TestMassRemovalBrakeHoldsUntilAllowed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *discordemu.Config, _ *tenants.Guild) { c.TimeScale = 0.1 })
+	cfg := testConfig()
+	cfg.BrakeMaxCount = 3
+	cfg.BrakeMaxShare = 0
+	cfg.BrakeRecheck = 200 * time.Millisecond
+	r := e.start(cfg)
+	for i := 1; i <= 6; i++ {
+		e.putUser(fmtUser(i), member(i), true)
+	}
+	for i := 1; i <= 6; i++ {
+		e.waitRoles(member(i), roleStaff)
+	}
+	// The IdP deactivates six users at once.
+	for i := 1; i <= 6; i++ {
+		e.putUser(fmtUser(i), member(i), false)
+	}
+	stripped := func() int {
+		n := 0
+		for i := 1; i <= 6; i++ {
+			if len(e.roles(member(i))) == 0 {
+				n++
+			}
+		}
+		return n
+	}
+	e.eventually("brake engaged", 20*time.Second, func() (bool, string) {
+		bs := r.svc.Brakes()
+		return len(bs) == 1 && bs[0].Engaged && len(bs[0].Held) == 3, "brakes not engaged yet"
+	})
+	if n := stripped(); n != 3 {
+		t.Fatalf("%d members stripped while the brake holds, want 3", n)
+	}
+	held := 0
+	for i := 1; i <= 6; i++ {
+		st, err := r.svc.Status(e.ctx, tenantID, guildID, fmtUser(i))
+		if err == nil && st.State == StatePending && errors.Is(errFromDetail(st.Detail), ErrBrakeEngaged) {
+			held++
+		}
+	}
+	if held != 3 {
+		t.Errorf("%d members report the brake, want 3", held)
+	}
+	r.svc.AllowRemovals(e.ctx, guildID)
+	for i := 1; i <= 6; i++ {
+		e.waitRoles(member(i))
+		e.waitState(r, fmtUser(i), StateInSync)
+	}
+}
+
+// errFromDetail maps a status detail back to the brake sentinel.
+func errFromDetail(detail string) error {
+	if len(detail) >= len(ErrBrakeEngaged.Error()) && detail[:len(ErrBrakeEngaged.Error())] == ErrBrakeEngaged.Error() {
+		return ErrBrakeEngaged
+	}
+	return nil
+}
