@@ -1,7 +1,249 @@
 package ingest
 
-import "net/http"
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+)
 
+// bulkOp is one operation of a BulkRequest (RFC 7644 §3.7).
+type bulkOp struct {
+	method, bulkID, path, version string
+	data                          any
+}
+
+// handleBulk is POST /Bulk: operations run in order; an operation that
+// refers to a bulkId not created yet waits until it is (RFC 7644 §3.7.2);
+// failOnErrors stops the run after that many errors.
 func (s *Service) handleBulk(q *request) {
-	s.writeError(q, errf(http.StatusNotImplemented, "", "bulk not implemented yet"))
+	body, err := s.readBody(q, s.cfg.BulkMaxPayload)
+	if err != nil {
+		s.writeError(q, err)
+		return
+	}
+	rawOps, ok := getFold(body, "Operations").([]any)
+	if !ok {
+		s.writeError(q, badRequest(scimInvalidSyntax, "BulkRequest needs an Operations array"))
+		return
+	}
+	if len(rawOps) > s.cfg.BulkMaxOperations {
+		s.writeError(q, errf(http.StatusRequestEntityTooLarge, scimTooMany, "at most %d bulk operations per request", s.cfg.BulkMaxOperations))
+		return
+	}
+	failOn := 0
+	if f := getFold(body, "failOnErrors"); f != nil {
+		n, err := strconv.Atoi(strings.Trim(jsonText(f), `"`))
+		if err != nil || n < 0 {
+			s.writeError(q, badRequest(scimInvalidValue, "failOnErrors must be a non-negative integer"))
+			return
+		}
+		failOn = n
+	}
+	ops := make([]bulkOp, 0, len(rawOps))
+	for i, r := range rawOps {
+		m, ok := r.(map[string]any)
+		if !ok {
+			s.writeError(q, badRequest(scimInvalidSyntax, "Operations[%d] must be an object", i))
+			return
+		}
+		op := bulkOp{data: getFold(m, "data")}
+		op.method, _ = getFold(m, "method").(string)
+		op.bulkID, _ = getFold(m, "bulkId").(string)
+		op.path, _ = getFold(m, "path").(string)
+		op.version, _ = getFold(m, "version").(string)
+		op.method = strings.ToUpper(op.method)
+		if op.method == http.MethodPost && op.bulkID == "" {
+			s.writeError(q, badRequest(scimInvalidValue, "Operations[%d]: POST needs a bulkId", i))
+			return
+		}
+		ops = append(ops, op)
+	}
+	ids := map[string]string{} // bulkId → created id
+	results := make([]map[string]any, len(ops))
+	done := make([]bool, len(ops))
+	errorsSeen := 0
+	for progress := true; progress; {
+		progress = false
+		for i, op := range ops {
+			if done[i] || (failOn > 0 && errorsSeen >= failOn) {
+				continue
+			}
+			data, path, ok := resolveBulkIDs(op, ids)
+			if !ok {
+				continue // waits for another operation's bulkId
+			}
+			done[i], progress = true, true
+			res := s.bulkOne(q, op, path, data, ids)
+			if st, _ := strconv.Atoi(res["status"].(string)); st >= 400 {
+				errorsSeen++
+			}
+			results[i] = res
+		}
+	}
+	out := []any{}
+	for i, op := range ops {
+		res := results[i]
+		if res == nil {
+			if failOn > 0 && errorsSeen >= failOn {
+				continue // not run: failOnErrors reached
+			}
+			e := errf(http.StatusConflict, "", "operation refers to a bulkId that no operation created (or a circular reference)")
+			res = map[string]any{"method": op.method, "status": "409", "response": errorBody(e)}
+			if op.bulkID != "" {
+				res["bulkId"] = op.bulkID
+			}
+		}
+		out = append(out, res)
+	}
+	s.writeJSON(q, http.StatusOK, map[string]any{"schemas": []string{schemaBulkResp}, "Operations": out})
+}
+
+// resolveBulkIDs replaces "bulkId:<id>" references in the path and data;
+// ok is false while a referenced bulkId is not created yet.
+func resolveBulkIDs(op bulkOp, ids map[string]string) (any, string, bool) {
+	ok := true
+	var walk func(v any) any
+	walk = func(v any) any {
+		switch x := v.(type) {
+		case string:
+			if ref, isRef := strings.CutPrefix(x, "bulkId:"); isRef {
+				if id, found := ids[ref]; found {
+					return id
+				}
+				ok = false
+			}
+			return x
+		case []any:
+			out := make([]any, len(x))
+			for i, e := range x {
+				out[i] = walk(e)
+			}
+			return out
+		case map[string]any:
+			out := make(map[string]any, len(x))
+			for k, e := range x {
+				out[k] = walk(e)
+			}
+			return out
+		}
+		return v
+	}
+	data := walk(op.data)
+	parts := strings.Split(op.path, "/")
+	for i, p := range parts {
+		parts[i] = walk(p).(string)
+	}
+	return data, strings.Join(parts, "/"), ok
+}
+
+// bulkOne runs one bulk operation and returns its result entry.
+func (s *Service) bulkOne(q *request, op bulkOp, path string, data any, ids map[string]string) map[string]any {
+	res := map[string]any{"method": op.method}
+	if op.bulkID != "" {
+		res["bulkId"] = op.bulkID
+	}
+	fail := func(err error) map[string]any {
+		e := toSCIM(err)
+		res["status"] = strconv.Itoa(e.Status)
+		res["response"] = errorBody(e)
+		return res
+	}
+	segs := strings.Split(strings.Trim(path, "/"), "/")
+	var k resourceKind
+	switch strings.ToLower(segs[0]) {
+	case "users":
+		k = kindUser
+	case "groups":
+		k = kindGroup
+	default:
+		return fail(errf(http.StatusNotFound, scimInvalidPath, "bulk path %q is not /Users or /Groups", truncate(path, 100)))
+	}
+	ctx := q.ctx
+	tenant := q.tenant.ID
+	body, _ := data.(map[string]any)
+	if body == nil && op.method != http.MethodDelete {
+		return fail(badRequest(scimInvalidSyntax, "bulk %s needs a data object", op.method))
+	}
+	if op.method == http.MethodPost {
+		if len(segs) != 1 {
+			return fail(badRequest(scimInvalidPath, "bulk POST path must be /Users or /Groups"))
+		}
+		doc, loc, err := s.create(ctx, tenant, k, body, q.base)
+		if err != nil {
+			return fail(err)
+		}
+		ids[op.bulkID] = doc["id"].(string)
+		res["status"] = "201"
+		res["location"] = loc
+		res["version"] = getMeta(doc, "version")
+		return res
+	}
+	if len(segs) != 2 {
+		return fail(badRequest(scimInvalidPath, "bulk %s path must name a resource", op.method))
+	}
+	id := segs[1]
+	ifm := op.version
+	var doc map[string]any
+	var err error
+	switch op.method {
+	case http.MethodPut:
+		doc, err = s.replaceAny(ctx, tenant, k, id, ifm, body, q.base)
+	case http.MethodPatch:
+		var ops []patchOp
+		ops, err = parsePatch(body)
+		if err == nil {
+			doc, err = s.patchAny(ctx, tenant, k, id, ifm, ops, q.base)
+		}
+	case http.MethodDelete:
+		if k == kindUser {
+			err = s.deleteUser(ctx, tenant, id, ifm)
+		} else {
+			err = s.deleteGroup(ctx, tenant, id, ifm)
+		}
+		if err == nil {
+			res["status"] = "204"
+			res["location"] = q.base + "/" + kindName(k) + "s/" + id
+			return res
+		}
+	default:
+		err = badRequest(scimInvalidSyntax, "bulk method %q must be POST, PUT, PATCH or DELETE", op.method)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	res["status"] = "200"
+	res["location"] = q.base + "/" + kindName(k) + "s/" + id
+	res["version"] = getMeta(doc, "version")
+	return res
+}
+
+func (s *Service) replaceAny(ctx context.Context, tenant string, k resourceKind, id, ifm string, body map[string]any, base string) (map[string]any, error) {
+	if k == kindUser {
+		u, err := s.replaceUser(ctx, tenant, id, ifm, body)
+		if err != nil {
+			return nil, err
+		}
+		return s.renderUser(tenant, u, base), nil
+	}
+	g, err := s.replaceGroup(ctx, tenant, id, ifm, body)
+	if err != nil {
+		return nil, err
+	}
+	return s.renderGroup(tenant, g, base), nil
+}
+
+func (s *Service) patchAny(ctx context.Context, tenant string, k resourceKind, id, ifm string, ops []patchOp, base string) (map[string]any, error) {
+	if k == kindUser {
+		u, err := s.patchUser(ctx, tenant, id, ifm, ops)
+		if err != nil {
+			return nil, err
+		}
+		return s.renderUser(tenant, u, base), nil
+	}
+	g, err := s.patchGroup(ctx, tenant, id, ifm, ops)
+	if err != nil {
+		return nil, err
+	}
+	return s.renderGroup(tenant, g, base), nil
 }

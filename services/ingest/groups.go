@@ -20,6 +20,19 @@ func (s *Service) groupView(tenant, id string) *groupRec {
 	return nil
 }
 
+// groupETag is the current ETag revision of a group: its record's or its
+// latest membership record's, whichever is newer.
+func (s *Service) groupETag(tenant string, g *groupRec) uint64 {
+	s.view.mu.RLock()
+	defer s.view.mu.RUnlock()
+	if t := s.view.tenant(tenant); t != nil {
+		if cur := t.groups[g.id]; cur != nil {
+			return cur.etagRev
+		}
+	}
+	return g.etagRev
+}
+
 func validateGroup(doc map[string]any) error {
 	dn, _ := doc["displayName"].(string)
 	if strings.TrimSpace(dn) == "" {
@@ -120,6 +133,10 @@ func (s *Service) createGroup(ctx context.Context, tenant string, body map[strin
 		unlock()
 		return nil, err
 	}
+	if err := s.claim(ctx, tenant, claimGroup, lower(dn), id); err != nil {
+		unlock()
+		return nil, err
+	}
 	now := time.Now().UTC()
 	finishDoc(doc, id, "Group", now, now)
 	ev, err := groupEvent(tenant, eventv1.Operation_OPERATION_CREATE, doc, 1, now, false)
@@ -191,21 +208,29 @@ func (d *memberDelta) putRef(r memberRef) {
 	}
 }
 
-// changes turns the delta into membership writes against cur.
-func (d *memberDelta) changes(cur map[string]bool) map[string]bool {
+// changes turns the delta into membership writes. It reads the whole
+// member set only for a replace; otherwise it costs O(changed members).
+func (s *Service) deltaChanges(tenant, groupID string, d *memberDelta) map[string]bool {
 	out := map[string]bool{}
 	if d.replace {
-		for u := range cur {
+		for u := range s.currentMembers(tenant, groupID) {
 			if !d.set[u] {
 				out[u] = false
 			}
 		}
 	}
+	s.view.mu.RLock()
+	var cur map[string]struct{}
+	if t := s.view.tenant(tenant); t != nil {
+		cur = t.members[groupID]
+	}
 	for u, m := range d.set {
-		if m != cur[u] || (m && d.display[u] != "") {
+		_, is := cur[u]
+		if m != is || (m && d.display[u] != "") {
 			out[u] = m
 		}
 	}
+	s.view.mu.RUnlock()
 	return out
 }
 
@@ -260,6 +285,12 @@ func (s *Service) updateGroup(ctx context.Context, tenant, id, ifMatch string, c
 				unlock()
 				return nil, err
 			}
+			if lower(dn) != lower(cur.displayName) {
+				if err := s.claim(ctx, tenant, claimGroup, lower(dn), id); err != nil {
+					unlock()
+					return nil, err
+				}
+			}
 			now := time.Now().UTC()
 			finishDoc(newDoc, id, "Group", cur.created, now)
 			ev, err := groupEvent(tenant, eventv1.Operation_OPERATION_UPDATE, newDoc, cur.version+1, now, false)
@@ -283,7 +314,7 @@ func (s *Service) updateGroup(ctx context.Context, tenant, id, ifMatch string, c
 			}
 		}
 		if delta != nil {
-			if err := s.setMembers(ctx, tenant, id, delta.changes(s.currentMembers(tenant, id)), delta.display); err != nil {
+			if err := s.setMembers(ctx, tenant, id, s.deltaChanges(tenant, id, delta), delta.display); err != nil {
 				return nil, err
 			}
 		}

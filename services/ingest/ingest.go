@@ -136,6 +136,7 @@ type Service struct {
 
 	storeMu sync.RWMutex
 	store   *eventbus.Store
+	claims  jetstream.KeyValue // UniqueBucket
 
 	stripes [256]sync.Mutex // uniqueness locks, by hash of the unique value
 
@@ -270,9 +271,15 @@ func (s *Service) runStore(ctx context.Context) {
 		if err == nil {
 			st, err = eventbus.OpenStore(ctx, s.deps.JS)
 		}
+		var claims jetstream.KeyValue
+		if err == nil {
+			claims, err = s.deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket: UniqueBucket, History: 1, Replicas: s.cfg.BucketReplicas, Storage: jetstream.FileStorage,
+			})
+		}
 		if err == nil {
 			s.storeMu.Lock()
-			s.store = st
+			s.store, s.claims = st, claims
 			s.storeMu.Unlock()
 			break
 		}

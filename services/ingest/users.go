@@ -47,6 +47,21 @@ func (s *Service) checkUserUnique(tenant, id string, doc map[string]any) error {
 	return nil
 }
 
+// claimUser claims the user's new unique values across replicas (values it
+// already had need no new claim).
+func (s *Service) claimUser(ctx context.Context, tenant, id string, doc map[string]any, cur *userRec) error {
+	un, _ := doc["userName"].(string)
+	if cur == nil || lower(cur.userName) != lower(un) {
+		if err := s.claim(ctx, tenant, claimUserName, lower(un), id); err != nil {
+			return err
+		}
+	}
+	if d := discordID(doc); d != "" && (cur == nil || cur.discordID != d) {
+		return s.claim(ctx, tenant, claimDiscord, d, id)
+	}
+	return nil
+}
+
 func discordID(doc map[string]any) string {
 	if ext, ok := doc[SchemaDiscord].(map[string]any); ok {
 		d, _ := ext[discordUserIDAttr].(string)
@@ -106,6 +121,9 @@ func (s *Service) createUser(ctx context.Context, tenant string, body map[string
 	if err := s.checkUserUnique(tenant, id, doc); err != nil {
 		return nil, err
 	}
+	if err := s.claimUser(ctx, tenant, id, doc, nil); err != nil {
+		return nil, err
+	}
 	now := time.Now().UTC()
 	finishDoc(doc, id, "User", now, now)
 	ev, err := userEvent(tenant, eventv1.Operation_OPERATION_CREATE, doc, 1, now, false)
@@ -162,6 +180,10 @@ func (s *Service) updateUser(ctx context.Context, tenant, id string, ifMatch str
 			s.sync(ctx)
 		}
 		if err := s.checkUserUnique(tenant, id, newDoc); err != nil {
+			unlock()
+			return nil, err
+		}
+		if err := s.claimUser(ctx, tenant, id, newDoc, cur); err != nil {
 			unlock()
 			return nil, err
 		}

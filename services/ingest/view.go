@@ -50,6 +50,7 @@ type tenantView struct {
 	userGroups    map[string]map[string]struct{} // user → groups (member=true)
 	memberRev     map[string]uint64              // "group/user" → revision of the membership record
 	memberDisplay map[string]string              // "group/user" → display the IdP sent, if any
+	deleted       map[string]struct{}            // ids of deleted users and groups
 	memberCounts  int
 }
 
@@ -59,7 +60,7 @@ func newTenantView() *tenantView {
 		userByName: map[string]string{}, userByExt: map[string]map[string]struct{}{}, userByDisc: map[string]string{},
 		groupByName: map[string]string{}, groupByExt: map[string]map[string]struct{}{},
 		members: map[string]map[string]struct{}{}, userGroups: map[string]map[string]struct{}{},
-		memberRev: map[string]uint64{}, memberDisplay: map[string]string{},
+		memberRev: map[string]uint64{}, memberDisplay: map[string]string{}, deleted: map[string]struct{}{},
 	}
 }
 
@@ -172,6 +173,7 @@ func (t *tenantView) applyUser(ev *eventv1.Event, u *eventv1.User, rev uint64) {
 	}
 	if u.GetDeleted() || ev.GetOp() == eventv1.Operation_OPERATION_DELETE {
 		delete(t.users, u.GetId())
+		t.deleted[u.GetId()] = struct{}{}
 		return
 	}
 	var sm snapshotMeta
@@ -202,6 +204,7 @@ func (t *tenantView) applyGroup(ev *eventv1.Event, g *eventv1.Group, rev uint64)
 	}
 	if g.GetDeleted() || ev.GetOp() == eventv1.Operation_OPERATION_DELETE {
 		delete(t.groups, g.GetId())
+		t.deleted[g.GetId()] = struct{}{}
 		return
 	}
 	var sm snapshotMeta
@@ -252,10 +255,12 @@ func (t *tenantView) applyMembership(ev *eventv1.Event, m *eventv1.Membership, r
 		delete(t.memberDisplay, k)
 	}
 	if g := t.groups[m.GetGroupId()]; g != nil {
-		g.etagRev = max(g.etagRev, rev)
+		ng := *g // copy-on-write: readers hold *groupRec without the lock
+		ng.etagRev = max(g.etagRev, rev)
 		if ts := ev.GetTime(); ts != nil && ts.AsTime().After(g.modified) {
-			g.modified = ts.AsTime()
+			ng.modified = ts.AsTime()
 		}
+		t.groups[m.GetGroupId()] = &ng
 	}
 }
 
