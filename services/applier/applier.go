@@ -67,6 +67,10 @@ type Config struct {
 	BrakeWindow   time.Duration
 	// BrakeRecheck is how often a held removal is looked at again.
 	BrakeRecheck time.Duration
+	// DriftInterval is the period of the full reconcile of every guild
+	// (drift repair); 0 disables it. DriftDryRun only reports the changes.
+	DriftInterval time.Duration
+	DriftDryRun   bool
 }
 
 // DefaultConfig returns the production defaults.
@@ -89,6 +93,7 @@ func DefaultConfig() Config {
 		BrakeMaxShare:    0.1,
 		BrakeWindow:      10 * time.Minute,
 		BrakeRecheck:     30 * time.Second,
+		DriftInterval:    6 * time.Hour,
 	}
 }
 
@@ -119,6 +124,9 @@ func (c Config) Validate() error {
 	}
 	if c.BrakeMaxCount > 0 && (c.BrakeWindow <= 0 || c.BrakeRecheck <= 0) {
 		errs = append(errs, errors.New("applier: BrakeWindow and BrakeRecheck must be > 0 when the brake is on"))
+	}
+	if c.DriftInterval < 0 {
+		errs = append(errs, errors.New("applier: DriftInterval must be >= 0"))
 	}
 	if !eventbus.ValidToken(c.DeadLetterBucket) {
 		errs = append(errs, fmt.Errorf("applier: DeadLetterBucket %q is not a valid bucket name", c.DeadLetterBucket))
@@ -160,6 +168,8 @@ type Service struct {
 	status *statusStore
 	dead   *deadLetters
 
+	pageSize int // members per page in drift repair
+
 	ready atomic.Bool
 	mu    sync.Mutex
 }
@@ -197,7 +207,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		cfg: cfg, deps: deps, log: log.With("service", "applier"),
 		tracer:  tp.Tracer("github.com/scimcord/scimcord/services/applier"),
 		limiter: lim, dc: dc, coal: newCoalescer(), metrics: m,
-		brake: newBrake(cfg.BrakeMaxCount, cfg.BrakeMaxShare, cfg.BrakeWindow),
+		pageSize: membersPage,
+		brake:    newBrake(cfg.BrakeMaxCount, cfg.BrakeMaxShare, cfg.BrakeWindow),
 	}, nil
 }
 
@@ -255,6 +266,10 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}()
 		s.log.InfoContext(ctx, "health listener started", "addr", ln.Addr().String())
+	}
+	if s.cfg.DriftInterval > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.driftLoop(ctx) }()
 	}
 	s.ready.Store(true)
 	s.log.InfoContext(ctx, "applier started", "durable", s.cfg.Durable, "workers", s.cfg.Workers, "global_rps", s.cfg.GlobalRPS)

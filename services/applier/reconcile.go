@@ -262,6 +262,12 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 
 // plan reads the current state (store, mapping, Discord) and computes the diff.
 func (s *Service) plan(ctx context.Context, t *tenants.Tenant, g tenants.Guild, userID string) (plan, error) {
+	return s.planWith(ctx, t, g, userID, nil)
+}
+
+// planWith is plan with the member's roles already known (drift repair lists
+// them); known nil means GET the member.
+func (s *Service) planWith(ctx context.Context, t *tenants.Tenant, g tenants.Guild, userID string, known *[]string) (plan, error) {
 	var p plan
 	rec, err := s.store.Get(ctx, eventbus.UserKey(t.ID, userID))
 	if err != nil {
@@ -303,6 +309,11 @@ func (s *Service) plan(ctx context.Context, t *tenants.Tenant, g tenants.Guild, 
 	p.desired = res.GetRoleIds()
 	if p.policy != "" {
 		p.desired = nil // strip, kick and ban all remove the managed roles
+	}
+	if known != nil {
+		p.inGuild, p.current = true, *known
+		p.add, p.rm, p.target = diff(p.current, p.desired, p.managed)
+		return p, nil
 	}
 	cur, err := s.dc.Member(ctx, g.ID, p.discordID)
 	if err != nil {
