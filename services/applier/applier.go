@@ -168,7 +168,8 @@ type Service struct {
 	status *statusStore
 	dead   *deadLetters
 
-	pageSize int // members per page in drift repair
+	pageSize  int               // members per page in drift repair
+	rulesSeen map[string]uint64 // guild → last mapping rules version (guarded by mu)
 
 	ready atomic.Bool
 	mu    sync.Mutex
@@ -267,6 +268,13 @@ func (s *Service) Run(ctx context.Context) error {
 		}()
 		s.log.InfoContext(ctx, "health listener started", "addr", ln.Addr().String())
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if _, err := s.Preflight(ctx); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "preflight failed", "error", err)
+		}
+	}()
 	if s.cfg.DriftInterval > 0 {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.driftLoop(ctx) }()

@@ -305,6 +305,7 @@ func (s *Service) planWith(ctx context.Context, t *tenants.Tenant, g tenants.Gui
 	if err != nil {
 		return p, fmt.Errorf("applier: resolve roles of %s/%s in %s: %w", t.ID, userID, g.ID, err)
 	}
+	s.noteRules(ctx, g.ID, res.GetRulesVersion())
 	p.managed = res.GetManagedRoleIds()
 	p.desired = res.GetRoleIds()
 	if p.policy != "" {
