@@ -44,7 +44,7 @@ func (s *Service) GetRuleSet(ctx context.Context, tenant, guild string) (RuleSet
 	if err != nil {
 		return RuleSetInfo{}, err
 	}
-	st, rev, err := s.read(ctx, kv, setKeyString(tenant, guild))
+	st, rev, err := readSet(ctx, kv, setKeyString(tenant, guild))
 	if err != nil {
 		return RuleSetInfo{}, err
 	}
@@ -76,7 +76,7 @@ func (s *Service) PutRuleSet(ctx context.Context, tenant, guild string, doc []by
 	rev := expected
 	if expected == 0 {
 		// A deleted rule set is a tombstone record: creating over it is allowed.
-		cur, curRev, err := s.read(ctx, kv, key)
+		cur, curRev, err := readSet(ctx, kv, key)
 		if err != nil {
 			return RuleSetInfo{}, err
 		}
@@ -87,7 +87,7 @@ func (s *Service) PutRuleSet(ctx context.Context, tenant, guild string, doc []by
 	}
 	now := time.Now().UTC()
 	st := &storedSet{Tenant: tenant, Guild: guild, Source: "api", UpdatedAt: now, Rules: *g}
-	n, err := s.write(ctx, kv, key, st, rev)
+	n, err := writeSet(ctx, kv, key, st, rev)
 	if err != nil {
 		return RuleSetInfo{}, err
 	}
@@ -112,7 +112,7 @@ func (s *Service) DeleteRuleSet(ctx context.Context, tenant, guild string, expec
 		return 0, err
 	}
 	key := setKeyString(tenant, guild)
-	cur, rev, err := s.read(ctx, kv, key)
+	cur, rev, err := readSet(ctx, kv, key)
 	if err != nil {
 		return 0, err
 	}
@@ -123,7 +123,7 @@ func (s *Service) DeleteRuleSet(ctx context.Context, tenant, guild string, expec
 		return 0, fmt.Errorf("delete tenant %q guild %s: at version %d, not %d: %w", tenant, guild, rev, expected, ErrConflict)
 	}
 	cur.Deleted, cur.Source, cur.UpdatedAt = true, "api", time.Now().UTC()
-	n, err := s.write(ctx, kv, key, cur, expected)
+	n, err := writeSet(ctx, kv, key, cur, expected)
 	if err != nil {
 		return 0, err
 	}

@@ -185,12 +185,12 @@ func (s *Service) seed(ctx context.Context, kv jetstream.KeyValue) error {
 		}
 	}
 	for _, k := range stale {
-		cur, rev, err := s.read(ctx, kv, k)
+		cur, rev, err := readSet(ctx, kv, k)
 		if err != nil || cur == nil || cur.Deleted || !strings.HasPrefix(cur.Source, "file:") {
 			continue
 		}
 		cur.Deleted, cur.UpdatedAt, cur.Source = true, time.Now().UTC(), "file:removed"
-		if _, err := s.write(ctx, kv, k, cur, rev); err != nil && !errors.Is(err, ErrConflict) {
+		if _, err := writeSet(ctx, kv, k, cur, rev); err != nil && !errors.Is(err, ErrConflict) {
 			return err
 		}
 		s.log.InfoContext(ctx, "rule set removed from the rules file: deleted", "key", k)
@@ -202,7 +202,7 @@ func (s *Service) seedOne(ctx context.Context, kv jetstream.KeyValue, tenant str
 	key := setKeyString(tenant, g.ID)
 	src := fileSource(g)
 	for attempt := 0; attempt < 5; attempt++ {
-		cur, rev, err := s.read(ctx, kv, key)
+		cur, rev, err := readSet(ctx, kv, key)
 		if err != nil {
 			return err
 		}
@@ -215,7 +215,7 @@ func (s *Service) seedOne(ctx context.Context, kv jetstream.KeyValue, tenant str
 			return nil
 		}
 		next := &storedSet{Tenant: tenant, Guild: g.ID, Source: src, UpdatedAt: time.Now().UTC(), Rules: *g}
-		_, err = s.write(ctx, kv, key, next, rev)
+		_, err = writeSet(ctx, kv, key, next, rev)
 		if errors.Is(err, ErrConflict) {
 			continue // another replica seeded at the same time: look again
 		}
@@ -228,7 +228,7 @@ func (s *Service) seedOne(ctx context.Context, kv jetstream.KeyValue, tenant str
 }
 
 // read returns the stored value and revision of key (nil, 0 when absent).
-func (s *Service) read(ctx context.Context, kv jetstream.KeyValue, key string) (*storedSet, uint64, error) {
+func readSet(ctx context.Context, kv jetstream.KeyValue, key string) (*storedSet, uint64, error) {
 	e, err := kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, nil
@@ -244,7 +244,7 @@ func (s *Service) read(ctx context.Context, kv jetstream.KeyValue, key string) (
 }
 
 // write stores v under key if the key's revision is rev (0: absent).
-func (s *Service) write(ctx context.Context, kv jetstream.KeyValue, key string, v *storedSet, rev uint64) (uint64, error) {
+func writeSet(ctx context.Context, kv jetstream.KeyValue, key string, v *storedSet, rev uint64) (uint64, error) {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return 0, fmt.Errorf("mapping: encode %s: %w", key, err)

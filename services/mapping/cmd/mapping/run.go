@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -106,7 +107,42 @@ func connect(url, creds string) (*nats.Conn, jetstream.JetStream, error) {
 	return nc, js, nil
 }
 
-// runApply is filled in with the store (stage 2).
+// runApply previews a rules file against the stored rule sets and the SCIM
+// state, prints the blast radius, and (without --dry-run) writes it with
+// compare-and-set on the versions it previewed.
 func runApply(ctx context.Context, args []string, getenv func(string) string) error {
-	return errors.New("apply: not available yet")
+	fs := flag.NewFlagSet("mapping apply", flag.ContinueOnError)
+	dryRun := fs.Bool("dry-run", false, "print the preview only; write nothing")
+	bucket := fs.String("bucket", mapping.DefaultConfig().Bucket, "JetStream KV bucket of the rule sets")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: mapping apply [--dry-run] [--bucket NAME] RULES.yaml (NATS_URL, NATS_CREDS from the environment)")
+	}
+	url := getenv("NATS_URL")
+	if url == "" {
+		return errors.New("NATS_URL is required for apply")
+	}
+	nc, js, err := connect(url, getenv("NATS_CREDS"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	plan, err := mapping.PreviewFile(ctx, js, *bucket, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if err := plan.WriteText(os.Stdout); err != nil {
+		return err
+	}
+	if *dryRun {
+		fmt.Println("dry run: nothing written")
+		return nil
+	}
+	if err := mapping.ApplyFile(ctx, js, plan); err != nil {
+		return err
+	}
+	fmt.Println("applied")
+	return nil
 }
