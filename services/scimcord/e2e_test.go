@@ -135,7 +135,7 @@ func memberRoles(t *testing.T, emu *discordemu.Emulator, userID string) []string
 	var st struct {
 		Members []struct {
 			User  struct{ ID string } `json:"user"`
-			Roles []string           `json:"roles"`
+			Roles []string            `json:"roles"`
 		} `json:"members"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {

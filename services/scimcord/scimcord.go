@@ -185,7 +185,20 @@ func (s *System) Run(ctx context.Context) error {
 	// ingest (SCIM over HTTP).
 	icfg := ingest.DefaultConfig()
 	icfg.HTTPAddr = cfg.HTTPAddr
-	isvc, err := ingest.New(icfg, ingest.Deps{JS: js, Tenants: ts, Logger: log.With("service", "ingest"), TracerProvider: ingestTP})
+	isvc, err := ingest.New(icfg, ingest.Deps{
+		JS: js, Tenants: ts, Logger: log.With("service", "ingest"), TracerProvider: ingestTP,
+		Roles: func(ctx context.Context, tenantID string) ([]ingest.Role, error) {
+			rs, err := msvc.ManagedRoles(ctx, tenantID)
+			if err != nil {
+				return nil, err
+			}
+			out := make([]ingest.Role, 0, len(rs))
+			for _, r := range rs {
+				out = append(out, ingest.Role{ID: r.ID, Name: r.Name, GuildID: r.GuildID})
+			}
+			return out, nil
+		},
+	})
 	if err != nil {
 		return fmt.Errorf("scimcord: ingest: %w", err)
 	}
