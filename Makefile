@@ -12,6 +12,8 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 
 MODULES := ./pkg/... ./services/ingest/... ./services/mapping/... ./services/applier/... ./services/scimcord/...
 
+include deploy/helm/helm.mk
+
 .PHONY: help
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -21,7 +23,10 @@ run: ## run the whole system in one process (embedded NATS, the three services, 
 	go run ./services/scimcord/cmd/scimcord
 
 .PHONY: test
-test: ## run every test (unit, integration, end-to-end)
+test: lint checkgenerate chart gotest ## everything CI runs: lint, generated code fresh, chart, all Go tests
+
+.PHONY: gotest
+gotest: ## the Go tests of every module (unit, integration, end-to-end, IdP cases, conformance suites)
 	go test -count=1 -timeout 25m $(MODULES)
 
 .PHONY: lint
