@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -71,6 +72,8 @@ type ConsumeConfig struct {
 	// SpanName names the processing span (default "eventbus.process").
 	SpanName string
 	Logger   *slog.Logger
+	// TracerProvider traces the processing spans (nil: the global provider).
+	TracerProvider trace.TracerProvider
 	// OnTerm is called when a message is terminated (dead letter).
 	OnTerm func(ctx context.Context, msg jetstream.Msg, err error)
 }
@@ -176,7 +179,11 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, h H
 
 func handleOne(ctx context.Context, cfg ConsumeConfig, log *slog.Logger, h Handler, msg jetstream.Msg) {
 	ctx = ExtractTrace(ctx, msg.Headers())
-	ctx, span := tracer.Start(ctx, cfg.SpanName, trace.WithSpanKind(trace.SpanKindConsumer),
+	tp := cfg.TracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	ctx, span := tp.Tracer("github.com/scimcord/scimcord/pkg/eventbus").Start(ctx, cfg.SpanName, trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String("messaging.system", "nats"),
 			attribute.String("messaging.destination.name", msg.Subject())))
 	defer span.End()

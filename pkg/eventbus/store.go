@@ -12,6 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	eventv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/event/v1"
@@ -62,8 +65,17 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, cfg BucketConfig
 // Store reads and writes resource records. Each write is one JetStream
 // message on the resource stream: the record and the event are the same thing.
 type Store struct {
-	js jetstream.JetStream
-	kv jetstream.KeyValue
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	tracer trace.Tracer
+}
+
+// WithTracerProvider returns a copy of the store whose writes are traced as
+// producer spans of tp (the writing service's provider).
+func (s *Store) WithTracerProvider(tp trace.TracerProvider) *Store {
+	c := *s
+	c.tracer = tp.Tracer("github.com/scimcord/scimcord/pkg/eventbus")
+	return &c
 }
 
 // OpenStore opens the resource bucket (created by EnsureBuckets).
@@ -72,7 +84,7 @@ func OpenStore(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventbus: open bucket %s: %w", ResourceBucket, errors.Join(ErrUnavailable, err))
 	}
-	return &Store{js: js, kv: kv}, nil
+	return &Store{js: js, kv: kv, tracer: otel.Tracer("github.com/scimcord/scimcord/pkg/eventbus")}, nil
 }
 
 // KV exposes the underlying bucket (for watches and key listings).
@@ -113,9 +125,21 @@ func (s *Store) Put(ctx context.Context, key string, ev *eventv1.Event, expected
 	}
 	msg := nats.NewMsg(ResourceSubjectPrefix + key)
 	msg.Data = data
+	tr := s.tracer
+	if tr == nil {
+		tr = otel.Tracer("github.com/scimcord/scimcord/pkg/eventbus")
+	}
+	ctx, span := tr.Start(ctx, "publish "+ResourceStream, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "publish"),
+			attribute.String("messaging.destination.name", ResourceSubjectPrefix+key),
+			attribute.Int64("scimcord.expected_revision", int64(expectedRev))))
+	defer span.End()
 	InjectTrace(ctx, msg.Header)
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(expectedRev))
 	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "publish failed")
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
@@ -123,6 +147,7 @@ func (s *Store) Put(ctx context.Context, key string, ev *eventv1.Event, expected
 		}
 		return 0, fmt.Errorf("eventbus: put %s: %w", key, errors.Join(ErrUnavailable, err))
 	}
+	span.SetAttributes(attribute.Int64("messaging.nats.stream_sequence", int64(ack.Sequence)))
 	return ack.Sequence, nil
 }
 
@@ -145,6 +170,3 @@ func (s *Store) ListKeys(ctx context.Context, filter string) ([]string, error) {
 
 // Now is the time source of new events (overridable in tests).
 var Now = time.Now
-
-// tracer is used by the consumer loop.
-var tracer = otel.Tracer("github.com/scimcord/scimcord/pkg/eventbus")
