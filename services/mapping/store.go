@@ -60,16 +60,24 @@ func fileSource(g *rules.GuildSpec) string {
 // keeps the registry in line with it (every replica watches the bucket, so all
 // serve the same version within moments of a write) until ctx ends.
 func (s *Service) runStore(ctx context.Context) error {
-	kv, err := s.openBucket(ctx)
-	if err != nil {
-		return err
-	}
-	if err := s.seed(ctx, kv); err != nil {
-		return err
-	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("mapping: watch bucket %s: %w", s.cfg.Bucket, errors.Join(ErrUnavailable, err))
+	// JetStream may not be up yet (or restarting): retry until it is; the
+	// health service says NOT_SERVING meanwhile.
+	var w jetstream.KeyWatcher
+	for delay := 250 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+		var err error
+		if w, err = s.startStore(ctx); err == nil {
+			break
+		}
+		var ve *rules.ValidationError
+		if errors.As(err, &ve) {
+			return err
+		}
+		s.log.WarnContext(ctx, "rule store not available yet, retrying", "bucket", s.cfg.Bucket, "error", err, "delay", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
 	}
 	defer func() { _ = w.Stop() }()
 	for {
@@ -90,6 +98,26 @@ func (s *Service) runStore(ctx context.Context) error {
 			s.apply(ctx, e)
 		}
 	}
+}
+
+// startStore opens the bucket, seeds it and starts the watch.
+func (s *Service) startStore(ctx context.Context) (jetstream.KeyWatcher, error) {
+	octx, cancel := context.WithTimeout(ctx, 2*time.Second) // fail fast while NATS is down
+	defer cancel()
+	kv, err := s.openBucket(octx)
+	if err != nil {
+		return nil, err
+	}
+	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+	defer scancel()
+	if err := s.seed(sctx, kv); err != nil {
+		return nil, err
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("mapping: watch bucket %s: %w", s.cfg.Bucket, errors.Join(ErrUnavailable, err))
+	}
+	return w, nil
 }
 
 func (s *Service) openBucket(ctx context.Context) (jetstream.KeyValue, error) {

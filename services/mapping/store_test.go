@@ -3,6 +3,7 @@ package mapping_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -256,3 +257,55 @@ func TestAdminWritesWithoutAStoreAreRefused(t *testing.T) {
 }
 
 var _ = errors.Is
+
+func TestServiceWaitsForJetStreamAtStart(t *testing.T) {
+	t.Parallel()
+	ns, err := natsembed.Start(natsembed.Config{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.URL(), nats.ReconnectWait(50*time.Millisecond), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Shutdown() // NATS is down when the service starts
+	cfg := devConfig(t)
+	cfg.GRPCAddr = "127.0.0.1:0"
+	svc, err := mapping.New(cfg, mapping.Deps{JS: js, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	waitFor(t, 5*time.Second, "the gRPC listener", func() bool { return svc.Addr() != "" })
+	select {
+	case <-svc.Ready():
+		t.Fatal("ready without JetStream")
+	default:
+	}
+	if err := ns.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-svc.Ready():
+	case <-time.After(15 * time.Second):
+		t.Fatal("not ready 15s after JetStream came back")
+	}
+	roles, err := svc.ManagedRoles(ctx, "dev")
+	if err != nil || len(roles) != 3 {
+		t.Errorf("ManagedRoles = %v, %v", roles, err)
+	}
+}
