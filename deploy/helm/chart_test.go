@@ -50,6 +50,7 @@ func TestChart(t *testing.T) {
 			t.Run("runs every container non-root, hardened, with resource requests", func(t *testing.T) { checkHardened(t, m) })
 			t.Run("probes every service container", func(t *testing.T) { checkProbes(t, m) })
 			t.Run("sets only the services' documented environment variables", func(t *testing.T) { checkEnv(t, m) })
+			t.Run("mounts every file an environment variable points at, secrets from Secrets", func(t *testing.T) { checkFilesMounted(t, m) })
 			t.Run("has a PodDisruptionBudget exactly for services with more than one replica", func(t *testing.T) { checkPDBs(t, m) })
 			t.Run("selects the right pods with its NetworkPolicies", func(t *testing.T) { checkNetworkPolicies(t, m) })
 			t.Run("splits Discord's global limit between the applier replicas", func(t *testing.T) { checkGlobalRPS(t, m, vs) })
@@ -835,6 +836,66 @@ func TestValuesAreDocumented(t *testing.T) {
 		}
 		if strings.TrimSpace(line) != "" {
 			prev = line
+		}
+	}
+}
+
+// fileEnv names the environment variables that hold file paths, and whether
+// the file must come from a Secret (true) or a ConfigMap (false).
+var fileEnv = map[string]bool{"NATS_CREDS": true, "SCIMCORD_CONFIG": true, "SCIMCORD_MAPPING": false}
+
+func checkFilesMounted(t *testing.T, m *manifests) {
+	for _, d := range m.Deployments {
+		spec := d.Spec.Template.Spec
+		ctr := spec.Containers[0]
+		for _, e := range ctr.Env {
+			secret, ok := fileEnv[e.Name]
+			if !ok {
+				continue
+			}
+			var mount *corev1.VolumeMount
+			for i, vm := range ctr.VolumeMounts {
+				if strings.HasPrefix(e.Value, strings.TrimSuffix(vm.MountPath, "/")+"/") {
+					mount = &ctr.VolumeMounts[i]
+				}
+			}
+			if mount == nil {
+				t.Errorf("%s: %s=%s is on no mounted volume", d.Name, e.Name, e.Value)
+				continue
+			}
+			if !mount.ReadOnly {
+				t.Errorf("%s: the volume of %s is mounted writable", d.Name, e.Name)
+			}
+			rel := strings.TrimPrefix(e.Value, strings.TrimSuffix(mount.MountPath, "/")+"/")
+			var vol *corev1.Volume
+			for i := range spec.Volumes {
+				if spec.Volumes[i].Name == mount.Name {
+					vol = &spec.Volumes[i]
+				}
+			}
+			var items []corev1.KeyToPath
+			switch {
+			case vol == nil:
+				t.Errorf("%s: volume %s of %s does not exist", d.Name, mount.Name, e.Name)
+				continue
+			case secret && vol.Secret == nil:
+				t.Errorf("%s: %s comes from a %v volume, want a Secret", d.Name, e.Name, vol.VolumeSource)
+				continue
+			case !secret && vol.ConfigMap == nil:
+				t.Errorf("%s: %s comes from a non-ConfigMap volume", d.Name, e.Name)
+				continue
+			case secret:
+				items = vol.Secret.Items
+			default:
+				items = vol.ConfigMap.Items
+			}
+			found := len(items) == 0
+			for _, it := range items {
+				found = found || it.Path == rel
+			}
+			if !found {
+				t.Errorf("%s: %s=%s, but volume %s projects %v", d.Name, e.Name, e.Value, vol.Name, items)
+			}
 		}
 	}
 }
