@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -59,7 +60,8 @@ func (s *Service) GetRuleSet(ctx context.Context, tenant, guild string) (RuleSet
 // the guild and stores it if the current version is expected (0: no live rule
 // set). Invalid rules (errors.Is rules.ErrInvalid, with every problem listed)
 // never reach the store; a lost race is ErrConflict.
-func (s *Service) PutRuleSet(ctx context.Context, tenant, guild string, doc []byte, expected uint64) (RuleSetInfo, error) {
+func (s *Service) PutRuleSet(ctx context.Context, tenant, guild string, doc []byte, expected uint64) (info RuleSetInfo, err error) {
+	defer func() { s.countWrite(err) }()
 	g, err := rules.DecodeGuild(tenant, guild, doc)
 	if err != nil {
 		return RuleSetInfo{}, err
@@ -100,7 +102,8 @@ func (s *Service) PutRuleSet(ctx context.Context, tenant, guild string, doc []by
 
 // DeleteRuleSet deletes the guild's rule set if its version is expected. The
 // guild then has no managed roles: members keep the roles they have.
-func (s *Service) DeleteRuleSet(ctx context.Context, tenant, guild string, expected uint64) (uint64, error) {
+func (s *Service) DeleteRuleSet(ctx context.Context, tenant, guild string, expected uint64) (version uint64, err error) {
+	defer func() { s.countWrite(err) }()
 	if err := checkMember(tenant, guild); err != nil {
 		return 0, err
 	}
@@ -130,4 +133,15 @@ func (s *Service) DeleteRuleSet(ctx context.Context, tenant, guild string, expec
 	s.rules.set(tenant, guild, nil, n)
 	s.log.InfoContext(ctx, "rule set deleted", "tenant", tenant, "guild", guild, "version", n)
 	return n, nil
+}
+
+func (s *Service) countWrite(err error) {
+	switch {
+	case err == nil:
+		s.metrics.writes.Add(1)
+	case errors.Is(err, rules.ErrInvalid), errors.Is(err, errBadRequest):
+		s.metrics.writeRejected.Add(1)
+	case errors.Is(err, ErrConflict):
+		s.metrics.writeConflict.Add(1)
+	}
 }

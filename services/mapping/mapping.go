@@ -95,12 +95,13 @@ type Role struct {
 
 // Service is the mapping service.
 type Service struct {
-	cfg   Config
-	js    jetstream.JetStream
-	log   *slog.Logger
-	tp    trace.TracerProvider
-	file  *rules.File
-	rules *registry
+	cfg     Config
+	js      jetstream.JetStream
+	log     *slog.Logger
+	tp      trace.TracerProvider
+	file    *rules.File
+	rules   *registry
+	metrics metrics
 
 	ready     chan struct{}
 	readyOnce sync.Once

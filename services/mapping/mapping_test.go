@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -235,4 +237,25 @@ func statusCode(err error) string {
 		return "OK"
 	}
 	return status.Code(err).String()
+}
+
+func TestMetricsCountResolvesAndServeVersions(t *testing.T) {
+	t.Parallel()
+	svc, c := startService(t, devConfig(t), mapping.Deps{})
+	for range 3 {
+		resolveDev(t, c, &mappingv1.ResolveRolesRequest{Active: true})
+	}
+	_, _ = c.ResolveRoles(context.Background(), &mappingv1.ResolveRolesRequest{TenantId: "dev", GuildId: "x"})
+	rec := httptest.NewRecorder()
+	svc.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		"scimcord_mapping_resolves_total 3\n",
+		"scimcord_mapping_resolve_errors_total 1\n",
+		`scimcord_mapping_rule_set_version{tenant="dev",guild="1100000000000000000"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
+	}
 }

@@ -52,8 +52,10 @@ func memberOf(req *mappingv1.ResolveRolesRequest) *rules.Member {
 // resolve answers one ResolveRoles request.
 func (s *Service) resolve(ctx context.Context, req *mappingv1.ResolveRolesRequest) (*mappingv1.ResolveRolesResponse, error) {
 	if err := checkMember(req.GetTenantId(), req.GetGuildId()); err != nil {
+		s.metrics.resolveErrors.Add(1)
 		return nil, err
 	}
+	s.metrics.resolves.Add(1)
 	resp := &mappingv1.ResolveRolesResponse{UserId: req.GetUserId()}
 	rs := s.rules.get(req.GetTenantId(), req.GetGuildId())
 	if rs == nil {
@@ -175,6 +177,7 @@ func (h *server) ResolveRolesStream(stream mappingv1.MappingService_ResolveRoles
 // Explain implements MappingService.
 func (h *server) Explain(ctx context.Context, req *mappingv1.ExplainRequest) (*mappingv1.ExplainResponse, error) {
 	m := req.GetMember()
+	h.s.metrics.explains.Add(1)
 	result, err := h.s.resolve(ctx, m)
 	if err != nil {
 		return nil, grpcError(err)
@@ -290,6 +293,7 @@ func (h *server) DeleteRuleSet(ctx context.Context, req *mappingv1.DeleteRuleSet
 
 // Preview implements MappingService.
 func (h *server) Preview(ctx context.Context, req *mappingv1.PreviewRequest) (*mappingv1.PreviewResponse, error) {
+	h.s.metrics.previews.Add(1)
 	rep, err := h.s.Preview(ctx, req.GetTenantId(), req.GetGuildId(), []byte(req.GetYaml()), req.GetDelete())
 	if err != nil {
 		return nil, grpcError(err)
