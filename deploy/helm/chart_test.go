@@ -513,22 +513,22 @@ func maps(in map[string]string, k, v string) map[string]string {
 
 func checkGlobalRPS(t *testing.T, m *manifests, vs valueSet) {
 	d := m.deployment("applier")
-	perReplica := 0
+	perReplica := 0.0
 	for _, e := range d.Spec.Template.Spec.Containers[0].Env {
 		if e.Name == "SCIMCORD_DISCORD_GLOBAL_RPS" {
-			n, err := strconv.Atoi(e.Value)
+			f, err := strconv.ParseFloat(e.Value, 64)
 			if err != nil {
 				t.Fatalf("SCIMCORD_DISCORD_GLOBAL_RPS %q: %v", e.Value, err)
 			}
-			perReplica = n
+			perReplica = f
 		}
 	}
-	n := int(*d.Spec.Replicas)
-	if perReplica < 1 || perReplica*n > 50 {
-		t.Errorf("%s: %d replicas × %d req/s exceeds Discord's 50 req/s per bot", vs.name, n, perReplica)
+	n := float64(*d.Spec.Replicas)
+	if perReplica <= 0 || perReplica*n > 50 {
+		t.Errorf("%s: %v replicas × %v req/s exceeds Discord's 50 req/s per bot", vs.name, n, perReplica)
 	}
 	if s := d.Spec.Strategy.RollingUpdate; s == nil || s.MaxSurge == nil || s.MaxSurge.IntValue() != 0 {
-		t.Errorf("applier rollout may surge above %d replicas and exceed the split limit", n)
+		t.Errorf("applier rollout may surge above %v replicas and exceed the split limit", n)
 	}
 }
 
