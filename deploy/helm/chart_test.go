@@ -49,6 +49,7 @@ func TestChart(t *testing.T) {
 			t.Run("keeps secret data out of ConfigMaps, env literals and annotations", func(t *testing.T) { checkSecretsStayInSecrets(t, m) })
 			t.Run("runs every container non-root, hardened, with resource requests", func(t *testing.T) { checkHardened(t, m) })
 			t.Run("probes every service container", func(t *testing.T) { checkProbes(t, m) })
+			t.Run("keeps serving traffic until its endpoint is gone", func(t *testing.T) { checkDrain(t, m) })
 			t.Run("sets only the services' documented environment variables", func(t *testing.T) { checkEnv(t, m) })
 			t.Run("mounts every file an environment variable points at, secrets from Secrets", func(t *testing.T) { checkFilesMounted(t, m) })
 			t.Run("has a PodDisruptionBudget exactly for services with more than one replica", func(t *testing.T) { checkPDBs(t, m) })
@@ -896,6 +897,26 @@ func checkFilesMounted(t *testing.T, m *manifests) {
 			if !found {
 				t.Errorf("%s: %s=%s, but volume %s projects %v", d.Name, e.Name, e.Value, vol.Name, items)
 			}
+		}
+	}
+}
+
+// checkDrain: the services that take traffic sleep in preStop (while their
+// endpoint removal propagates) within the grace period, and roll without
+// dropping below the wanted replicas.
+func checkDrain(t *testing.T, m *manifests) {
+	for _, c := range []string{"ingest", "mapping"} {
+		d := m.deployment(c)
+		ctr := d.Spec.Template.Spec.Containers[0]
+		grace := d.Spec.Template.Spec.TerminationGracePeriodSeconds
+		switch {
+		case ctr.Lifecycle == nil || ctr.Lifecycle.PreStop == nil || ctr.Lifecycle.PreStop.Sleep == nil:
+			t.Errorf("%s: no preStop sleep: a rollout drops requests still routed to a stopping pod", d.Name)
+		case grace == nil || ctr.Lifecycle.PreStop.Sleep.Seconds >= *grace:
+			t.Errorf("%s: preStop sleeps %ds, not within the grace period %v", d.Name, ctr.Lifecycle.PreStop.Sleep.Seconds, grace)
+		}
+		if s := d.Spec.Strategy.RollingUpdate; s == nil || s.MaxUnavailable == nil || s.MaxUnavailable.IntValue() != 0 {
+			t.Errorf("%s: a rollout may take pods away before their replacements are ready", d.Name)
 		}
 	}
 }

@@ -68,6 +68,7 @@ def service(kind):
     }
     if kind in ("ingest", "mapping"):
         p["autoscaling"] = autoscaling
+        p["preStopSleepSeconds"] = i("seconds", 0, 60)
     if kind == "ingest":
         p["service"] = obj({"type": s(enum=["ClusterIP", "NodePort", "LoadBalancer"]), "port": port, "annotations": strmap})
     if kind == "mapping":
