@@ -449,6 +449,9 @@ func checkNetworkPolicies(t *testing.T, m *manifests) {
 			if !externalOn(np, "http") {
 				t.Errorf("%s: the SCIM port admits only pods of this namespace; the IdP (through the ingress controller) must reach it", np.Name)
 			}
+			if !admittedOn(t, np, "http", testPod) {
+				t.Errorf("%s: the helm test pods may not reach the SCIM port", np.Name)
+			}
 		case "mapping":
 			for who, l := range map[string]map[string]string{"ingest": podLabels["ingest"], "applier": podLabels["applier"], "helm test": testPod} {
 				if !admittedOn(t, np, "grpc", l) {
