@@ -46,6 +46,9 @@ type Config struct {
 	MaxRateWait time.Duration
 	// RetryBase and RetryMax bound the backoff (with jitter) of transient errors.
 	RetryBase, RetryMax time.Duration
+	// FreshRoles is how old a member's roles read from Discord may be to be
+	// reused after a short rate-limit wait instead of reading them again.
+	FreshRoles time.Duration
 	// RequestTimeout bounds one Discord HTTP call.
 	RequestTimeout time.Duration
 	// AckWait is the JetStream ack wait of the consumer.
@@ -85,6 +88,7 @@ func DefaultConfig() Config {
 		MaxRateWait:      2 * time.Second,
 		RetryBase:        500 * time.Millisecond,
 		RetryMax:         time.Minute,
+		FreshRoles:       500 * time.Millisecond,
 		RequestTimeout:   15 * time.Second,
 		AckWait:          30 * time.Second,
 		AuditReason:      "scimcord",

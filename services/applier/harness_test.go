@@ -80,7 +80,7 @@ func (m *testMapping) ResolveRoles(_ context.Context, req *mappingv1.ResolveRole
 // env is one test's real components: embedded NATS, the emulator with the
 // dev fixture, a loopback gRPC mapping server and the store.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	ns      *natsembed.Server
 	nc      *nats.Conn
@@ -94,7 +94,30 @@ type env struct {
 
 type envOpt func(*discordemu.Config, *tenants.Guild)
 
-func newEnv(t *testing.T, opts ...envOpt) *env {
+// setup describes a custom environment (benchmarks).
+type setup struct {
+	emu     discordemu.Config
+	fixture []byte
+	guilds  []tenants.Guild
+	mapping mappingv1.MappingServiceServer
+}
+
+func newEnv(t testing.TB, opts ...envOpt) *env {
+	t.Helper()
+	fixture, err := os.ReadFile("../../deploy/dev/guild.yaml")
+	if err != nil {
+		t.Fatalf("fixture: %v", err)
+	}
+	su := setup{emu: discordemu.DefaultConfig(), fixture: fixture}
+	g := tenants.Guild{ID: guildID}
+	for _, o := range opts {
+		o(&su.emu, &g)
+	}
+	su.guilds = []tenants.Guild{g}
+	return newEnvSetup(t, su)
+}
+
+func newEnvSetup(t testing.TB, su setup) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
@@ -119,31 +142,26 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 	if err != nil {
 		t.Fatalf("store: %v", err)
 	}
-	ecfg := discordemu.DefaultConfig()
-	g := tenants.Guild{ID: guildID}
-	for _, o := range opts {
-		o(&ecfg, &g)
-	}
-	emu, err := discordemu.New(ecfg)
+	emu, err := discordemu.New(su.emu)
 	if err != nil {
 		t.Fatalf("emulator: %v", err)
 	}
 	t.Cleanup(func() { _ = emu.Close() })
-	fixture, err := os.ReadFile("../../deploy/dev/guild.yaml")
-	if err != nil {
-		t.Fatalf("fixture: %v", err)
-	}
-	if err := emu.LoadFixture(fixture); err != nil {
+	if err := emu.LoadFixture(su.fixture); err != nil {
 		t.Fatalf("load fixture: %v", err)
 	}
 
 	tm := &testMapping{rules: map[string]string{"Engineering": roleEng, "Design": roleDesign}, all: roleStaff}
+	var srv mappingv1.MappingServiceServer = tm
+	if su.mapping != nil {
+		srv = su.mapping
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
 	gs := grpc.NewServer()
-	mappingv1.RegisterMappingServiceServer(gs, tm)
+	mappingv1.RegisterMappingServiceServer(gs, srv)
 	go func() { _ = gs.Serve(ln) }()
 	t.Cleanup(gs.Stop)
 	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -152,7 +170,7 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 
-	ts, err := tenants.New(&tenants.Tenant{ID: tenantID, TokenSHA256: []string{tenants.HashToken("t")}, Guilds: []tenants.Guild{g}})
+	ts, err := tenants.New(&tenants.Tenant{ID: tenantID, TokenSHA256: []string{tenants.HashToken("t")}, Guilds: su.guilds})
 	if err != nil {
 		t.Fatalf("tenants: %v", err)
 	}
@@ -178,7 +196,7 @@ type applierRun struct {
 	err    error
 }
 
-func (r *applierRun) stop(t *testing.T) {
+func (r *applierRun) stop(t testing.TB) {
 	t.Helper()
 	r.cancel()
 	select {
@@ -213,7 +231,7 @@ func (e *env) start(cfg Config) *applierRun {
 	return r
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

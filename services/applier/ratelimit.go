@@ -35,13 +35,15 @@ func (e *WaitError) Error() string {
 
 // limitBucket is what the limiter knows about one Discord bucket.
 type limitBucket struct {
-	known     bool      // limit and reset learned from headers
-	limit     int       // X-RateLimit-Limit
-	remaining int       // units we may still use before resetAt
-	resetAt   time.Time // when the bucket is full again (local clock)
-	pending   bool      // refilled locally; resetAt unknown until a response of this epoch
-	epoch     uint64    // incremented on every local refill
-	probing   bool      // one request is in flight to learn an unknown bucket
+	known     bool          // limit and reset learned from headers
+	limit     int           // X-RateLimit-Limit
+	remaining int           // units we may still use before resetAt
+	resetAt   time.Time     // when the bucket is full again (local clock)
+	pending   bool          // refilled locally; resetAt unknown until a response of this epoch
+	epoch     uint64        // incremented on every local refill
+	probing   bool          // one request is in flight to learn an unknown bucket
+	inflight  int           // tickets not yet observed
+	window    time.Duration // the last reset-after seen when the bucket ran empty
 	changed   chan struct{}
 }
 
@@ -142,7 +144,14 @@ func (l *Limiter) NextFree(r Route) time.Duration {
 	defer l.mu.Unlock()
 	b := l.bucket(r)
 	now := l.now()
-	if !b.known || b.remaining > 0 || b.pending || !now.Before(b.resetAt) {
+	switch {
+	case !b.known || b.remaining > 0:
+		return 0
+	case b.pending || (b.inflight > 0 && !now.Before(b.resetAt)):
+		// The answers of the burst in flight will set the reset; expect
+		// what an empty bucket took last time.
+		return max(b.window, time.Millisecond)
+	case !now.Before(b.resetAt):
 		return 0
 	}
 	return b.resetAt.Sub(now)
@@ -155,7 +164,10 @@ func (l *Limiter) Acquire(ctx context.Context, r Route) (*Ticket, error) {
 		l.mu.Lock()
 		now := l.now()
 		b := l.bucket(r)
-		if b.known && !b.pending && !now.Before(b.resetAt) {
+		// Refill only once every answer of the last burst is in: the last
+		// one carries the bucket's real reset (for a token bucket, the time
+		// until it is full again after all of our requests).
+		if b.known && !b.pending && b.inflight == 0 && b.remaining <= 0 && !now.Before(b.resetAt) {
 			b.remaining = b.limit
 			b.epoch++
 			b.pending = true
@@ -165,16 +177,18 @@ func (l *Limiter) Acquire(ctx context.Context, r Route) (*Ticket, error) {
 		switch {
 		case !b.known && !b.probing:
 			b.probing = true
+			b.inflight++
 			t := &Ticket{l: l, route: r, b: b, epoch: b.epoch, probing: true}
 			if err := l.globalLocked(ctx, now, waited, t); err != nil {
 				return nil, err
 			}
 			return t, nil
-		case !b.known || (b.remaining <= 0 && b.pending):
+		case !b.known || (b.remaining <= 0 && (b.pending || (b.inflight > 0 && !now.Before(b.resetAt)))):
 			// Wait for the response that teaches us the bucket.
 			ch, wait = b.changed, l.maxWait
 		case b.remaining > 0:
 			b.remaining--
+			b.inflight++
 			t := &Ticket{l: l, route: r, b: b, epoch: b.epoch}
 			if err := l.globalLocked(ctx, now, waited, t); err != nil {
 				return nil, err
@@ -278,6 +292,7 @@ func (t *Ticket) Cancel() {
 		return
 	}
 	t.done = true
+	t.b.inflight--
 	if t.probing {
 		t.b.probing = false
 		t.b.notify()
@@ -286,6 +301,7 @@ func (t *Ticket) Cancel() {
 	if t.b.epoch == t.epoch {
 		t.b.remaining++
 	}
+	t.b.notify()
 }
 
 // Observe updates the limiter from a response (nil on a transport error).
@@ -302,6 +318,8 @@ func (t *Ticket) Observe(resp *http.Response) {
 	t.done = true
 	now := l.now()
 	b := t.b
+	b.inflight--
+	defer b.notify()
 	if t.probing {
 		b.probing = false
 		defer b.notify()
@@ -363,6 +381,9 @@ func (t *Ticket) Observe(resp *http.Response) {
 		return
 	}
 	resetAt := now.Add(time.Duration(after * float64(time.Second)))
+	if rem == 0 {
+		b.window = time.Duration(after * float64(time.Second))
+	}
 	switch {
 	case !b.known:
 		b.known, b.limit, b.remaining, b.resetAt, b.pending = true, lim, rem, resetAt, false

@@ -161,9 +161,11 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 	}
 	log := s.log.With("tenant", t.ID, "guild", g.ID, "user", userID)
 
+	var known *[]string // the member's roles from the previous attempt
 	for attempt := 0; ; attempt++ {
 		mark()
-		p, err := s.plan(ctx, t, g, userID)
+		p, err := s.planWith(ctx, t, g, userID, known)
+		known = nil
 		if err != nil {
 			if errors.Is(err, eventbus.ErrNotFound) {
 				return nil // nothing stored under this user: nothing to do
@@ -207,9 +209,10 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 					return eventbus.Retry(err, jitter(s.cfg.BrakeRecheck))
 				}
 			}
-			// Coalescing: if the call must wait, wait first, then re-plan when
-			// newer changes arrived meanwhile, so that one call carries them all.
-			if wait := s.limiter.NextFree(route); wait > 0 {
+			// Coalescing: if the call must wait, wait first, then plan again
+			// from the stored state, so that changes written meanwhile (and
+			// messages not even delivered yet) ride on the same call.
+			if wait := s.limiter.NextFree(route); wait > 0 && attempt < 3 {
 				if wait > s.cfg.MaxRateWait {
 					st.State, st.Detail = StatePending, fmt.Sprintf("waiting %s for the Discord rate limit", wait.Round(time.Millisecond))
 					_ = s.putStatus(ctx, st)
@@ -219,10 +222,12 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 				if err := sleepCtx(ctx, wait, nil); err != nil {
 					return err
 				}
-				if stale() && attempt < 3 {
-					s.metrics.inc("coalesced")
-					continue
+				if wait < s.cfg.FreshRoles && p.inGuild && !stale() {
+					cur := p.current // recent enough: no second GET
+					known = &cur
 				}
+				s.metrics.inc("replanned")
+				continue
 			}
 			reason := fmt.Sprintf("%s: %s user %s (trace %s)", s.cfg.AuditReason, op, userID, st.TraceID)
 			if err := s.execute(ctx, g.ID, p, op, reason); err != nil {
@@ -372,16 +377,27 @@ func (s *Service) route(guildID string, p plan) (Route, string) {
 		return Route{routeBanCreate, guildID}, "ban"
 	}
 	n := len(p.add) + len(p.rm)
+	edit := Route{routeMemberEdit, guildID}
+	var one Route
 	switch {
 	case n == 0:
 		return Route{}, ""
 	case n == 1 && len(p.add) == 1:
-		return Route{routeRoleAdd, guildID}, "add role " + p.add[0]
+		one = Route{routeRoleAdd, guildID}
 	case n == 1:
-		return Route{routeRoleRemove, guildID}, "remove role " + p.rm[0]
+		one = Route{routeRoleRemove, guildID}
 	default:
-		return Route{routeMemberEdit, guildID}, "set roles"
+		return edit, "set roles"
 	}
+	// One role: PUT/DELETE, unless that bucket is busy and the PATCH bucket
+	// is free — both member buckets are used when that is faster.
+	if s.limiter.NextFree(one) > 0 && s.limiter.NextFree(edit) == 0 {
+		return edit, "set roles"
+	}
+	if len(p.add) == 1 {
+		return one, "add role " + p.add[0]
+	}
+	return one, "remove role " + p.rm[0]
 }
 
 func (s *Service) execute(ctx context.Context, guildID string, p plan, op, reason string) error {
