@@ -16,16 +16,12 @@ type setKey struct{ tenant, guild string }
 type registry struct {
 	mu   sync.Mutex // serialises writers
 	snap atomic.Pointer[map[setKey]*rules.RuleSet]
-	// changed is closed and replaced on every change (for waiters in tests/replicas).
-	changed atomic.Pointer[chan struct{}]
 }
 
 func newRegistry() *registry {
 	r := &registry{}
 	m := map[setKey]*rules.RuleSet{}
 	r.snap.Store(&m)
-	ch := make(chan struct{})
-	r.changed.Store(&ch)
 	return r
 }
 
@@ -81,8 +77,6 @@ func (r *registry) set(tenant, guild string, rs *rules.RuleSet, version uint64) 
 		m[k] = rs
 	}
 	r.snap.Store(&m)
-	ch := make(chan struct{})
-	close(*r.changed.Swap(&ch))
 }
 
 // loadFile installs every rule set of a file at version 1 (no store).

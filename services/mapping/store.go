@@ -27,6 +27,9 @@ var (
 	ErrUnavailable = errors.New("mapping: rule store unavailable")
 )
 
+// MaxStoredBytes bounds one stored rule set: NATS's default maximum payload.
+const MaxStoredBytes = 1 << 20
+
 // storedSet is the value of one rule set in the bucket (key "<tenant>.<guild>").
 // A delete is a record with Deleted set, so that the version keeps growing and
 // a rule set deleted through the API is not re-seeded from the file.
@@ -276,6 +279,9 @@ func writeSet(ctx context.Context, kv jetstream.KeyValue, key string, v *storedS
 	data, err := json.Marshal(v)
 	if err != nil {
 		return 0, fmt.Errorf("mapping: encode %s: %w", key, err)
+	}
+	if len(data) > MaxStoredBytes {
+		return 0, fmt.Errorf("%w: rule set %s is %d bytes stored, over the %d limit of one NATS message", errBadRequest, key, len(data), MaxStoredBytes)
 	}
 	var n uint64
 	if rev == 0 {
