@@ -787,7 +787,7 @@ func TestAlertsFileMatchesChart(t *testing.T) {
 		return out
 	}
 	fa, ca := alerts(file), alerts(chart)
-	for _, name := range []string{"ScimcordDeadLetters", "ScimcordMembersFailed", "ScimcordDiscordRateLimited", "ScimcordConsumerLag", "ScimcordInvalidRequests", "ScimcordDeprovisioningBrakeHeld"} {
+	for _, name := range []string{"ScimcordDeadLetters", "ScimcordMembersFailed", "ScimcordDiscordRateLimited", "ScimcordConsumerLag", "ScimcordDiscordInvalidRequests", "ScimcordDeprovisioningBrakeHeld", "ScimcordSCIMUnauthorized", "ScimcordSCIMInvalidRequests"} {
 		if _, ok := ca[name]; !ok {
 			t.Errorf("chart lacks alert %s", name)
 		}
