@@ -31,8 +31,8 @@ gotest: ## the Go tests of every module (unit, integration, end-to-end, IdP case
 
 .PHONY: lint
 lint: ## gofmt + go vet
-	@out=$$(gofmt -l pkg services); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	go vet $(MODULES)
+	@out=$$(gofmt -l pkg services deploy); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go vet $(MODULES) ./deploy/helm/...
 
 .PHONY: tools
 tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc ## install the pinned code generators
