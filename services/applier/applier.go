@@ -51,8 +51,16 @@ type Config struct {
 	FreshRoles time.Duration
 	// RequestTimeout bounds one Discord HTTP call.
 	RequestTimeout time.Duration
-	// AckWait is the JetStream ack wait of the consumer.
+	// AckWait is the JetStream ack wait of the consumer. A running handler
+	// keeps its message with a heartbeat (InProgress) every AckWait/3, so this
+	// is how fast another replica takes over the messages of a dead one.
 	AckWait time.Duration
+	// ReplicaTTL is how long a replica counts as alive after its last
+	// heartbeat. Live replicas share the bot's limits: each uses 1/N of the
+	// global limit and of every bucket.
+	ReplicaTTL time.Duration
+	// ReplicaBucket is the KV bucket of replica heartbeats.
+	ReplicaBucket string
 	// AuditReason prefixes the X-Audit-Log-Reason of every change.
 	AuditReason string
 	// DeadLetterBucket is the KV bucket of dead letters (permanent failures).
@@ -90,7 +98,9 @@ func DefaultConfig() Config {
 		RetryMax:         time.Minute,
 		FreshRoles:       500 * time.Millisecond,
 		RequestTimeout:   15 * time.Second,
-		AckWait:          30 * time.Second,
+		AckWait:          3 * time.Second,
+		ReplicaTTL:       3 * time.Second,
+		ReplicaBucket:    "applier_replicas",
 		AuditReason:      "scimcord",
 		DeadLetterBucket: "applier_deadletter",
 		BrakeMaxCount:    25,
@@ -120,8 +130,8 @@ func (c Config) Validate() error {
 		c.RequestTimeout <= 0 || c.AckWait <= 0 {
 		errs = append(errs, errors.New("applier: ShutdownTimeout, MaxRateWait, RetryBase, RequestTimeout and AckWait must be > 0 and RetryMax >= RetryBase"))
 	}
-	if c.MaxRateWait+c.RequestTimeout >= c.AckWait {
-		errs = append(errs, fmt.Errorf("applier: MaxRateWait+RequestTimeout (%s) must be below AckWait (%s)", c.MaxRateWait+c.RequestTimeout, c.AckWait))
+	if c.ReplicaTTL < time.Second || !eventbus.ValidToken(c.ReplicaBucket) {
+		errs = append(errs, fmt.Errorf("applier: ReplicaTTL %s must be >= 1s and ReplicaBucket %q a valid bucket name", c.ReplicaTTL, c.ReplicaBucket))
 	}
 	if c.GracePeriod < 0 || c.BrakeMaxCount < 0 || c.BrakeMaxShare < 0 || c.BrakeMaxShare > 1 {
 		errs = append(errs, errors.New("applier: GracePeriod and BrakeMaxCount must be >= 0 and BrakeMaxShare within 0..1"))
@@ -171,6 +181,9 @@ type Service struct {
 	store  *eventbus.Store
 	status *statusStore
 	dead   *deadLetters
+	// replicas holds one heartbeat key per live replica.
+	replicas jetstream.KeyValue
+	id       string
 
 	pageSize  int               // members per page in drift repair
 	rulesSeen map[string]uint64 // guild → last mapping rules version (guarded by mu)
@@ -212,8 +225,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		cfg: cfg, deps: deps, log: log.With("service", "applier"),
 		tracer:  tp.Tracer("github.com/scimcord/scimcord/services/applier"),
 		limiter: lim, dc: dc, coal: newCoalescer(), metrics: m,
-		pageSize: membersPage,
-		brake:    newBrake(cfg.BrakeMaxCount, cfg.BrakeMaxShare, cfg.BrakeWindow),
+		pageSize: membersPage, id: replicaID(),
+		brake: newBrake(cfg.BrakeMaxCount, cfg.BrakeMaxShare, cfg.BrakeWindow),
 	}, nil
 }
 
@@ -236,7 +249,11 @@ func (s *Service) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("applier: open bucket %s: %w", s.cfg.DeadLetterBucket, err)
 	}
-	s.store, s.status, s.dead = st, &statusStore{kv: kv}, &deadLetters{kv: dl}
+	rp, err := s.deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.cfg.ReplicaBucket, History: 1, TTL: s.cfg.ReplicaTTL})
+	if err != nil {
+		return fmt.Errorf("applier: open bucket %s: %w", s.cfg.ReplicaBucket, err)
+	}
+	s.store, s.status, s.dead, s.replicas = st, &statusStore{kv: kv}, &deadLetters{kv: dl}, rp
 	return nil
 }
 
@@ -279,6 +296,8 @@ func (s *Service) Run(ctx context.Context) error {
 			s.log.WarnContext(ctx, "preflight failed", "error", err)
 		}
 	}()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.heartbeatLoop(ctx) }()
 	if s.cfg.DriftInterval > 0 {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.driftLoop(ctx) }()

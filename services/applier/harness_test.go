@@ -90,6 +90,9 @@ type env struct {
 	mapping *testMapping
 	client  mappingv1.MappingServiceClient
 	tenants *tenants.Set
+	// mappingAddr is the loopback address of the mapping server.
+	mappingAddr string
+	guilds      []tenants.Guild
 }
 
 type envOpt func(*discordemu.Config, *tenants.Guild)
@@ -175,7 +178,7 @@ func newEnvSetup(t testing.TB, su setup) *env {
 		t.Fatalf("tenants: %v", err)
 	}
 	return &env{t: t, ctx: ctx, ns: ns, nc: nc, js: js, store: store, emu: emu, mapping: tm,
-		client: mappingv1.NewMappingServiceClient(conn), tenants: ts}
+		client: mappingv1.NewMappingServiceClient(conn), tenants: ts, mappingAddr: ln.Addr().String(), guilds: su.guilds}
 }
 
 // testConfig is DefaultConfig for tests: no listener, short waits.
@@ -384,3 +387,7 @@ func fmtUser(i int) string { return fmt.Sprintf("u%d", i) }
 func discordemuFilterSince(seq int64, userID string) discordemu.RequestFilter {
 	return discordemu.RequestFilter{SinceSeq: seq, UserID: userID}
 }
+
+func sortedRoles(rs []string) []string { out := slices.Clone(rs); sort.Strings(out); return out }
+
+func equal(a, b []string) bool { return slices.Equal(a, b) }

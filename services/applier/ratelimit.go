@@ -70,6 +70,8 @@ type Limiter struct {
 	next         int
 	globalUntil  time.Time // set by a global 429
 
+	share int // live replicas sharing the bot's limits (each uses 1/share)
+
 	routeBucket map[string]string // route name → X-RateLimit-Bucket hash
 	buckets     map[string]*limitBucket
 
@@ -98,6 +100,7 @@ func NewLimiter(rps float64, window, maxWait time.Duration) *Limiter {
 		globalN:      n,
 		globalWindow: window + window/20, // margin for network jitter
 		sent:         make([]time.Time, n),
+		share:        1,
 		routeBucket:  map[string]string{},
 		buckets:      map[string]*limitBucket{},
 	}
@@ -138,6 +141,21 @@ type Ticket struct {
 	done    bool
 }
 
+// SetShare sets the number of replicas sharing the bot's limits (n <= 0
+// keeps the current value) and returns the previous one.
+func (l *Limiter) SetShare(n int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := l.share
+	if n > 0 {
+		l.share = n
+	}
+	return old
+}
+
+// perShare is a limit divided among the replicas (at least 1).
+func (l *Limiter) perShare(limit int) int { return max(limit/l.share, 1) }
+
 // NextFree estimates how long until route could start a request.
 func (l *Limiter) NextFree(r Route) time.Duration {
 	l.mu.Lock()
@@ -168,7 +186,7 @@ func (l *Limiter) Acquire(ctx context.Context, r Route) (*Ticket, error) {
 		// one carries the bucket's real reset (for a token bucket, the time
 		// until it is full again after all of our requests).
 		if b.known && !b.pending && b.inflight == 0 && b.remaining <= 0 && !now.Before(b.resetAt) {
-			b.remaining = b.limit
+			b.remaining = l.perShare(b.limit)
 			b.epoch++
 			b.pending = true
 		}
@@ -232,15 +250,19 @@ func (l *Limiter) globalLocked(ctx context.Context, now time.Time, waited bool, 
 		if now.Before(l.globalUntil) {
 			wait = l.globalUntil.Sub(now)
 		}
-		oldest := l.sent[l.next]
+		ring := l.sent[:l.perShare(len(l.sent))]
+		if l.next >= len(ring) {
+			l.next = 0
+		}
+		oldest := ring[l.next]
 		if !oldest.IsZero() {
 			if w := oldest.Add(l.globalWindow).Sub(now); w > wait {
 				wait = w
 			}
 		}
 		if wait <= 0 {
-			l.sent[l.next] = now
-			l.next = (l.next + 1) % len(l.sent)
+			ring[l.next] = now
+			l.next = (l.next + 1) % len(ring)
 			l.stats.Requests++
 			if waited {
 				l.stats.Waits++

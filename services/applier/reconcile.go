@@ -44,6 +44,22 @@ func jitter(d time.Duration) time.Duration {
 // members the record affects and reconciles each of them in every guild of
 // the tenant. It never acks; the returned error decides (eventbus.Consume).
 func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
+	// Keep the message while we work on it: a replica that dies stops
+	// these heartbeats, and another one gets the message after AckWait.
+	hbCtx, stopHB := context.WithCancel(ctx)
+	defer stopHB()
+	go func() {
+		t := time.NewTicker(s.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-hbCtx.Done():
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
 	key, err := eventbus.ParseKey(msg.Subject())
 	if err != nil {
 		s.log.WarnContext(ctx, "ignoring record with unknown key", "subject", msg.Subject())
@@ -79,7 +95,6 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
 		errs []error
 		wg   sync.WaitGroup
 	)
-	last := time.Now()
 	for _, g := range t.Guilds {
 		wg.Add(1)
 		go func() {
@@ -90,12 +105,6 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
 					errs = append(errs, err)
 					mu.Unlock()
 				}
-				mu.Lock()
-				if len(users) > 1 && time.Since(last) > s.cfg.AckWait/3 {
-					last = time.Now()
-					_ = msg.InProgress() // a large group fans out; keep the message ours
-				}
-				mu.Unlock()
 			}
 		}()
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -59,6 +60,43 @@ func run(ctx context.Context, getenv func(string) string) error {
 			return fmt.Errorf("SCIMCORD_DISCORD_GLOBAL_RPS %q: want a positive number", v)
 		}
 		cfg.GlobalRPS = f
+	}
+	if v := getenv("SCIMCORD_DISCORD_GLOBAL_WINDOW"); v != "" {
+		// For a time-scaled emulator: the global limit is RPS × window per window.
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d <= 0 {
+			return fmt.Errorf("SCIMCORD_DISCORD_GLOBAL_WINDOW %q: want a positive duration such as 1s", v)
+		}
+		cfg.GlobalWindow = d
+	}
+	if v := getenv("SCIMCORD_GRACE_PERIOD"); v != "" {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < 0 {
+			return fmt.Errorf("SCIMCORD_GRACE_PERIOD %q: want a duration such as 24h", v)
+		}
+		cfg.GracePeriod = d
+	}
+	if v := getenv("SCIMCORD_DRIFT_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < 0 {
+			return fmt.Errorf("SCIMCORD_DRIFT_INTERVAL %q: want a duration such as 6h (0 = off)", v)
+		}
+		cfg.DriftInterval = d
+	}
+	cfg.DriftDryRun = strings.EqualFold(strings.TrimSpace(getenv("SCIMCORD_DRIFT_DRY_RUN")), "true")
+	if v := getenv("SCIMCORD_BRAKE_MAX_COUNT"); v != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 {
+			return fmt.Errorf("SCIMCORD_BRAKE_MAX_COUNT %q: want an integer >= 0 (0 = off)", v)
+		}
+		cfg.BrakeMaxCount = n
+	}
+	if v := getenv("SCIMCORD_BRAKE_MAX_SHARE"); v != "" {
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || f < 0 || f > 1 {
+			return fmt.Errorf("SCIMCORD_BRAKE_MAX_SHARE %q: want a number within 0..1", v)
+		}
+		cfg.BrakeMaxShare = f
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -118,9 +156,18 @@ func run(ctx context.Context, getenv func(string) string) error {
 	}
 	defer conn.Close()
 
+	var hc *http.Client
+	if u := getenv("SCIMCORD_DISCORD_URL"); u != "" {
+		// Development and tests only: send Discord API calls to an emulator.
+		hc, err = rewriteClient(u)
+		if err != nil {
+			return err
+		}
+		log.Warn("Discord API calls go to SCIMCORD_DISCORD_URL", "url", u)
+	}
 	svc, err := applier.New(cfg, applier.Deps{
 		JS: js, Tenants: ts, Mapping: mappingv1.NewMappingServiceClient(conn),
-		BotToken: getenv("DISCORD_BOT_TOKEN"), Logger: log, TracerProvider: tp,
+		BotToken: getenv("DISCORD_BOT_TOKEN"), HTTPClient: hc, Logger: log, TracerProvider: tp,
 	})
 	if err != nil {
 		return err
@@ -151,4 +198,28 @@ func run(ctx context.Context, getenv func(string) string) error {
 func lookup(getenv func(string) string, k string) (string, bool) {
 	v := strings.TrimSpace(getenv(k))
 	return v, v != ""
+}
+
+// rewriteClient returns an HTTP client that sends requests for discord.com
+// to base (scheme and host), keeping the path.
+func rewriteClient(base string) (*http.Client, error) {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("SCIMCORD_DISCORD_URL %q: want http(s)://host:port", base)
+	}
+	return &http.Client{Transport: rewriteTransport{scheme: u.Scheme, host: u.Host, base: http.DefaultTransport}}, nil
+}
+
+type rewriteTransport struct {
+	scheme, host string
+	base         http.RoundTripper
+}
+
+func (t rewriteTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if h := req.URL.Hostname(); h == "discord.com" || h == "discordapp.com" {
+		r2 := req.Clone(req.Context())
+		r2.URL.Scheme, r2.URL.Host, r2.Host = t.scheme, t.host, t.host
+		req = r2
+	}
+	return t.base.RoundTrip(req)
 }
