@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -20,9 +21,9 @@ import (
 )
 
 // run serves the mapping service with the configuration from the environment.
-func run(ctx context.Context, args []string, getenv func(string) string) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) > 0 && args[0] == "apply" {
-		return runApply(ctx, args[1:], getenv)
+		return runApply(ctx, args[1:], getenv, stdout)
 	}
 	if len(args) > 0 {
 		return fmt.Errorf("unknown arguments %q (usage: mapping | mapping apply [--dry-run] FILE)", args)
@@ -128,8 +129,9 @@ func connect(url, creds string) (*nats.Conn, jetstream.JetStream, error) {
 // runApply previews a rules file against the stored rule sets and the SCIM
 // state, prints the blast radius, and (without --dry-run) writes it with
 // compare-and-set on the versions it previewed.
-func runApply(ctx context.Context, args []string, getenv func(string) string) error {
+func runApply(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("mapping apply", flag.ContinueOnError)
+	fs.SetOutput(stdout)
 	dryRun := fs.Bool("dry-run", false, "print the preview only; write nothing")
 	bucket := fs.String("bucket", mapping.DefaultConfig().Bucket, "JetStream KV bucket of the rule sets")
 	if err := fs.Parse(args); err != nil {
@@ -151,16 +153,16 @@ func runApply(ctx context.Context, args []string, getenv func(string) string) er
 	if err != nil {
 		return err
 	}
-	if err := plan.WriteText(os.Stdout); err != nil {
+	if err := plan.WriteText(stdout); err != nil {
 		return err
 	}
 	if *dryRun {
-		fmt.Println("dry run: nothing written")
-		return nil
+		_, err := fmt.Fprintln(stdout, "dry run: nothing written")
+		return err
 	}
 	if err := mapping.ApplyFile(ctx, js, plan); err != nil {
 		return err
 	}
-	fmt.Println("applied")
-	return nil
+	_, err = fmt.Fprintln(stdout, "applied")
+	return err
 }
