@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	filter "github.com/scim2/filter-parser/v2"
@@ -23,6 +24,17 @@ func parseFilter(k resourceKind, raw string) (filter.Expression, error) {
 		return nil, badRequest(scimInvalidFilter, "filter is longer than %d bytes", maxFilterLen)
 	}
 	src := dialectValuePathCompare(dialectUnquotedValues(raw))
+	tmpl, lits := extractLiterals(src)
+	key := shapeKey{k, tmpl}
+	shapes.mu.Lock()
+	shape, ok := shapes.m[key]
+	shapes.mu.Unlock()
+	if ok {
+		i := 0
+		if expr := withLiterals(shape, lits, &i); expr != nil && i == len(lits) {
+			return expr, nil
+		}
+	}
 	expr, err := parseFilterSafe(src)
 	if err != nil {
 		return nil, badRequest(scimInvalidFilter, "cannot parse filter %q", truncate(raw, 200))
@@ -30,7 +42,95 @@ func parseFilter(k resourceKind, raw string) (filter.Expression, error) {
 	if err := checkFilterAttrs(k, expr, nil); err != nil {
 		return nil, err
 	}
+	if shape, err := parseFilterSafe(tmpl); err == nil {
+		shapes.mu.Lock()
+		if len(shapes.m) >= 4096 {
+			clear(shapes.m)
+		}
+		shapes.m[key] = shape
+		shapes.mu.Unlock()
+	}
 	return expr, nil
+}
+
+// The filter parser is exact but slow (IdPs send the same few filter
+// shapes with different values), so parsed shapes are cached: string
+// literals are replaced by a placeholder, the shape is parsed once by the
+// library, and each request's literals are put back in textual order.
+type shapeKey struct {
+	k    resourceKind
+	tmpl string
+}
+
+var shapes = struct {
+	mu sync.Mutex
+	m  map[shapeKey]filter.Expression
+}{m: map[shapeKey]filter.Expression{}}
+
+// extractLiterals replaces every quoted string of s by "v" and returns
+// their raw contents in order.
+func extractLiterals(s string) (string, []string) {
+	var b strings.Builder
+	var lits []string
+	for i := 0; i < len(s); {
+		if s[i] != '"' {
+			b.WriteByte(s[i])
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(s) && s[j] != '"' {
+			if s[j] == '\\' {
+				j++
+			}
+			j++
+		}
+		if j >= len(s) {
+			b.WriteString(s[i:]) // unterminated: left for the parser to refuse
+			break
+		}
+		lits = append(lits, s[i+1:j])
+		b.WriteString(`"v"`)
+		i = j + 1
+	}
+	return b.String(), lits
+}
+
+// withLiterals copies a parsed shape with the literals put back; nil when
+// the shape does not fit.
+func withLiterals(e filter.Expression, lits []string, i *int) filter.Expression {
+	switch x := e.(type) {
+	case *filter.AttributeExpression:
+		c := *x
+		if _, isStr := x.CompareValue.(string); isStr {
+			if *i >= len(lits) {
+				return nil
+			}
+			c.CompareValue = lits[*i]
+			*i++
+		}
+		return &c
+	case *filter.LogicalExpression:
+		l := withLiterals(x.Left, lits, i)
+		r := withLiterals(x.Right, lits, i)
+		if l == nil || r == nil {
+			return nil
+		}
+		return &filter.LogicalExpression{Left: l, Right: r, Operator: x.Operator}
+	case *filter.NotExpression:
+		in := withLiterals(x.Expression, lits, i)
+		if in == nil {
+			return nil
+		}
+		return &filter.NotExpression{Expression: in}
+	case *filter.ValuePath:
+		in := withLiterals(x.ValueFilter, lits, i)
+		if in == nil {
+			return nil
+		}
+		return &filter.ValuePath{AttributePath: x.AttributePath, ValueFilter: in}
+	}
+	return nil
 }
 
 // parseFilterSafe guards the third-party parser against panics.

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -45,6 +46,11 @@ func FuzzFilter(f *testing.F) {
 			expr, err := parseFilter(k, s)
 			mustBeClientError(t, err)
 			if err == nil {
+				// The second parse comes from the shape cache: same tree.
+				again, err := parseFilter(k, s)
+				if err != nil || fmt.Sprint(again) != fmt.Sprint(expr) {
+					t.Fatalf("cached parse differs: %v vs %v (%v)", again, expr, err)
+				}
 				evalFilter(k, expr, doc, nil)
 				indexedEq(k, pickIndexed(k, expr))
 			}

@@ -127,7 +127,6 @@ func (s *Service) createGroup(ctx context.Context, tenant string, body map[strin
 	members, display := s.memberValues(ctx, tenant, doc)
 	dn, _ := doc["displayName"].(string)
 	unlock := s.lockUnique(tenant + "\x00g\x00" + lower(dn))
-	s.sync(ctx)
 	id := newID()
 	if err := s.checkGroupUnique(tenant, id, dn); err != nil {
 		unlock()
@@ -278,9 +277,6 @@ func (s *Service) updateGroup(ctx context.Context, tenant, id, ifMatch string, c
 		if !jsonEqual(before, newDoc) {
 			dn, _ := newDoc["displayName"].(string)
 			unlock := s.lockUnique(tenant + "\x00g\x00" + lower(dn))
-			if lower(dn) != lower(cur.displayName) {
-				s.sync(ctx)
-			}
 			if err := s.checkGroupUnique(tenant, id, dn); err != nil {
 				unlock()
 				return nil, err

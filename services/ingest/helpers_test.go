@@ -27,7 +27,7 @@ const (
 
 // env is one test's real system: an embedded NATS and ingest replicas.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	nats *natsembed.Server
 	js   jetstream.JetStream
 	nc   *nats.Conn
@@ -36,7 +36,7 @@ type env struct {
 	urls []string
 }
 
-func testTenants(t *testing.T) *tenants.Set {
+func testTenants(t testing.TB) *tenants.Set {
 	t.Helper()
 	ts, err := tenants.New(
 		&tenants.Tenant{ID: "acme", TokenSHA256: []string{tenants.HashToken(tokenA)}, Guilds: []tenants.Guild{{ID: "1100000000000000000"}}},
@@ -49,7 +49,7 @@ func testTenants(t *testing.T) *tenants.Set {
 }
 
 // newEnv starts NATS and n ingest replicas on loopback ports.
-func newEnv(t *testing.T, n int, mutate ...func(*ingest.Config, *ingest.Deps)) *env {
+func newEnv(t testing.TB, n int, mutate ...func(*ingest.Config, *ingest.Deps)) *env {
 	t.Helper()
 	ns, err := natsembed.Start(natsembed.Config{StoreDir: t.TempDir()})
 	if err != nil {
@@ -196,7 +196,7 @@ func patchBody(ops ...map[string]any) map[string]any {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {

@@ -137,6 +137,7 @@ type Service struct {
 	storeMu sync.RWMutex
 	store   *eventbus.Store
 	claims  jetstream.KeyValue // UniqueBucket
+	stream  jetstream.Stream   // ResourceStream, for the read barrier
 
 	stripes [256]sync.Mutex // uniqueness locks, by hash of the unique value
 
@@ -256,8 +257,10 @@ func (s *Service) Run(ctx context.Context) error {
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer scancel()
 	if err := srv.Shutdown(sctx); err != nil {
+		// Deadline reached: close what is left (idle keep-alive connections
+		// that never sent a request count as busy for 5s in net/http).
+		s.log.WarnContext(ctx, "graceful shutdown deadline reached, closing connections", "timeout", s.cfg.ShutdownTimeout, "error", err)
 		_ = srv.Close()
-		return fmt.Errorf("ingest: graceful shutdown: %w", err)
 	}
 	return nil
 }
@@ -277,9 +280,13 @@ func (s *Service) runStore(ctx context.Context) {
 				Bucket: UniqueBucket, History: 1, Replicas: s.cfg.BucketReplicas, Storage: jetstream.FileStorage,
 			})
 		}
+		var stream jetstream.Stream
+		if err == nil {
+			stream, err = s.deps.JS.Stream(ctx, eventbus.ResourceStream)
+		}
 		if err == nil {
 			s.storeMu.Lock()
-			s.store, s.claims = st, claims
+			s.store, s.claims, s.stream = st, claims, stream
 			s.storeMu.Unlock()
 			break
 		}
@@ -304,9 +311,11 @@ func (s *Service) runStore(ctx context.Context) {
 
 // fetchLastSeq asks JetStream for the resource stream's last sequence.
 func (s *Service) fetchLastSeq(ctx context.Context) (uint64, error) {
-	st, err := s.deps.JS.Stream(ctx, eventbus.ResourceStream)
-	if err != nil {
-		return 0, fmt.Errorf("ingest: stream %s: %w", eventbus.ResourceStream, errors.Join(eventbus.ErrUnavailable, err))
+	s.storeMu.RLock()
+	st := s.stream
+	s.storeMu.RUnlock()
+	if st == nil {
+		return 0, fmt.Errorf("ingest: stream %s not open: %w", eventbus.ResourceStream, eventbus.ErrUnavailable)
 	}
 	info, err := st.Info(ctx)
 	if err != nil {

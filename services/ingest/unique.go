@@ -76,6 +76,7 @@ func (s *Service) claim(ctx context.Context, tenant, kind, value, owner string) 
 		if c.Owner == owner {
 			return nil
 		}
+		s.sync(ctx) // judge the holder on a current view
 		switch s.claimState(tenant, kind, value, c) {
 		case claimHeld:
 			return conflictFor(kind, value)

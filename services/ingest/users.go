@@ -116,7 +116,8 @@ func (s *Service) createUser(ctx context.Context, tenant string, body map[string
 	un, _ := doc["userName"].(string)
 	unlock := s.lockUnique(tenant+"\x00u\x00"+lower(un), tenant+"\x00d\x00"+discordID(doc))
 	defer unlock()
-	s.sync(ctx)
+	// No read barrier here: a value taken on another replica is caught by
+	// its claim (which then syncs the view to judge it).
 	id := newID()
 	if err := s.checkUserUnique(tenant, id, doc); err != nil {
 		return nil, err
@@ -176,9 +177,6 @@ func (s *Service) updateUser(ctx context.Context, tenant, id string, ifMatch str
 		}
 		un, _ := newDoc["userName"].(string)
 		unlock := s.lockUnique(tenant+"\x00u\x00"+lower(un), tenant+"\x00d\x00"+discordID(newDoc))
-		if lower(un) != lower(cur.userName) || discordID(newDoc) != cur.discordID {
-			s.sync(ctx)
-		}
 		if err := s.checkUserUnique(tenant, id, newDoc); err != nil {
 			unlock()
 			return nil, err
