@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/bwmarrin/discordgo"
 )
@@ -261,11 +262,20 @@ func (d *discord) Me(ctx context.Context) (string, error) {
 	return id, err
 }
 
+// maxReasonBytes keeps reasons under Discord's 512-character limit.
+const maxReasonBytes = 400
+
 // encodeReason percent-encodes an audit-log reason: every byte outside the
 // unreserved set (RFC 3986) is escaped, so spaces, '+' and UTF-8 survive.
 func encodeReason(s string) string {
-	if len(s) > 400 {
-		s = s[:400]
+	if len(s) > maxReasonBytes {
+		s = s[:maxReasonBytes]
+		for i := 0; i < 3 && len(s) > 0; i++ { // do not cut a character in half
+			if r, n := utf8.DecodeLastRuneInString(s); r != utf8.RuneError || n > 1 {
+				break
+			}
+			s = s[:len(s)-1]
+		}
 	}
 	const hex = "0123456789ABCDEF"
 	var b strings.Builder

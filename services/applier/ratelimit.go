@@ -370,6 +370,15 @@ func (t *Ticket) Observe(resp *http.Response) {
 	}
 	if resp.StatusCode == http.StatusTooManyRequests {
 		l.stats.RateLimited++
+		if h.Get("Retry-After") == "" && h.Get("X-RateLimit-Scope") == "" && h.Get("X-RateLimit-Remaining") == "" {
+			// No rate-limit headers at all: Cloudflare's ban of this IP. Stop
+			// every request for a while instead of hammering (circuit breaker).
+			l.stats.GlobalLimits++
+			if until := now.Add(cloudflareBackoff); until.After(l.globalUntil) {
+				l.globalUntil = until
+			}
+			return
+		}
 		retry := retryAfter(resp)
 		if h.Get("X-RateLimit-Global") != "" || strings.EqualFold(h.Get("X-RateLimit-Scope"), "global") {
 			l.stats.GlobalLimits++
@@ -395,7 +404,7 @@ func (t *Ticket) Observe(resp *http.Response) {
 	lim, err1 := strconv.Atoi(h.Get("X-RateLimit-Limit"))
 	rem, err2 := strconv.Atoi(h.Get("X-RateLimit-Remaining"))
 	after, err3 := strconv.ParseFloat(h.Get("X-RateLimit-Reset-After"), 64)
-	if err1 != nil || err2 != nil || err3 != nil || lim <= 0 || rem < 0 || after < 0 {
+	if err1 != nil || err2 != nil || err3 != nil || lim <= 0 || rem < 0 || !(after >= 0 && after < maxResetAfter) {
 		if !b.known && t.probing {
 			// A route without a bucket: only the global limit applies.
 			b.known, b.limit, b.remaining, b.pending = true, 1<<30, 1<<30, true
@@ -422,22 +431,27 @@ func (t *Ticket) Observe(resp *http.Response) {
 	b.notify()
 }
 
+// maxResetAfter bounds the header values the limiter believes (seconds; the
+// longest Discord bucket, role creation, resets within 48h).
+const maxResetAfter = 3 * 24 * 3600
+
+// cloudflareBackoff is how long all requests stop after a 429 without any
+// rate-limit header (an IP ban by Cloudflare).
+const cloudflareBackoff = time.Minute
+
 // retryAfter reads the wait of a 429 from Retry-After (seconds), or from the
 // reset-after header; at least 100ms.
 func retryAfter(resp *http.Response) time.Duration {
 	d := time.Duration(0)
-	if f, err := strconv.ParseFloat(resp.Header.Get("X-RateLimit-Reset-After"), 64); err == nil {
+	if f, err := strconv.ParseFloat(resp.Header.Get("X-RateLimit-Reset-After"), 64); err == nil && f >= 0 && f < maxResetAfter {
 		d = time.Duration(f * float64(time.Second))
 	}
-	if f, err := strconv.ParseFloat(resp.Header.Get("Retry-After"), 64); err == nil {
+	if f, err := strconv.ParseFloat(resp.Header.Get("Retry-After"), 64); err == nil && f >= 0 && f < maxResetAfter {
 		if r := time.Duration(f * float64(time.Second)); d == 0 || r < d {
 			d = r
 		}
 	}
-	if d < 100*time.Millisecond {
-		d = 100 * time.Millisecond
-	}
-	return d
+	return min(max(d, 100*time.Millisecond), time.Hour)
 }
 
 // ErrNoTicket means a Discord request was sent without a limiter ticket.

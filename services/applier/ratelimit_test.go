@@ -1,0 +1,175 @@
+package applier
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// fakeClock drives the limiter's clock in unit tests.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time { return c.t }
+
+func resp(status int, kv ...string) *http.Response {
+	h := http.Header{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		h.Set(kv[i], kv[i+1])
+	}
+	return &http.Response{StatusCode: status, Header: h}
+}
+
+func bucketHeaders(hash string, limit, remaining int, resetAfter float64) []string {
+	return []string{"X-RateLimit-Bucket", hash, "X-RateLimit-Limit", strconv.Itoa(limit),
+		"X-RateLimit-Remaining", strconv.Itoa(remaining), "X-RateLimit-Reset-After", strconv.FormatFloat(resetAfter, 'f', 3, 64)}
+}
+
+func newTestLimiter(maxWait time.Duration) (*Limiter, *fakeClock) {
+	c := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	l := NewLimiter(1000, time.Second, maxWait)
+	l.now = c.now
+	return l, c
+}
+
+func TestLimiterLearnsBucketsFromHeaders(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l, clock := newTestLimiter(time.Hour)
+	put := Route{"PUT role", "g1"}
+	del := Route{"DELETE role", "g1"}
+	// The first request probes; its answer teaches the bucket (limit 3).
+	tk, err := l.Acquire(ctx, put)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.Observe(resp(204, bucketHeaders("h1", 3, 2, 10)...))
+	for range 2 {
+		tk, err := l.Acquire(ctx, put)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tk.Observe(resp(204, bucketHeaders("h1", 3, 1, 9)...))
+	}
+	if d := l.NextFree(put); d < 9*time.Second {
+		t.Fatalf("NextFree after using the bucket = %s, want about 9s", d)
+	}
+	// DELETE learns that it shares the bucket on its first answer.
+	tk, err = l.Acquire(ctx, del)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.Observe(resp(429, append(bucketHeaders("h1", 3, 0, 9), "Retry-After", "9", "X-RateLimit-Scope", "user")...))
+	if d := l.NextFree(del); d < 8*time.Second {
+		t.Errorf("NextFree of the shared bucket = %s, want about 9s", d)
+	}
+	clock.t = clock.t.Add(10 * time.Second)
+	if d := l.NextFree(put); d != 0 {
+		t.Errorf("NextFree after the reset = %s, want 0", d)
+	}
+	if s := l.Stats(); s.RateLimited != 1 {
+		t.Errorf("stats = %+v, want one 429", s)
+	}
+}
+
+func TestLimiterDefersLongWaitsInsteadOfSleeping(t *testing.T) {
+	t.Parallel()
+	l, _ := newTestLimiter(100 * time.Millisecond)
+	r := Route{"PATCH member", "g1"}
+	tk, err := l.Acquire(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.Observe(resp(200, bucketHeaders("h2", 1, 0, 5)...))
+	_, err = l.Acquire(context.Background(), r)
+	var we *WaitError
+	if !errors.As(err, &we) || we.Delay < 4*time.Second {
+		t.Fatalf("Acquire on an empty bucket = %v, want a WaitError of about 5s", err)
+	}
+}
+
+func TestLimiterWaitRespectsContext(t *testing.T) {
+	t.Parallel()
+	l := NewLimiter(1000, time.Second, time.Hour)
+	r := Route{"PATCH member", "g1"}
+	tk, err := l.Acquire(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.Observe(resp(200, bucketHeaders("h3", 1, 0, 60)...))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := l.Acquire(ctx, r); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Acquire = %v, want the context's deadline", err)
+	}
+}
+
+func TestLimiterGlobalLimitAndReplicaShare(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		share  int
+		wantOK int
+	}{
+		{name: "one replica may send the whole global limit", share: 1, wantOK: 10},
+		{name: "two replicas get half each", share: 2, wantOK: 5},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+			l := NewLimiter(10, time.Second, time.Millisecond)
+			l.now = c.now
+			l.SetShare(tc.share)
+			ok := 0
+			for range 20 {
+				tk, err := l.Acquire(context.Background(), Route{"GET /users/@me", ""})
+				if err != nil {
+					continue
+				}
+				ok++
+				tk.Observe(resp(200))
+			}
+			if ok != tc.wantOK {
+				t.Errorf("%d requests passed within one window, want %d", ok, tc.wantOK)
+			}
+		})
+	}
+}
+
+func TestLimiterStopsEverythingOnACloudflareBan(t *testing.T) {
+	t.Parallel()
+	l, _ := newTestLimiter(time.Second)
+	tk, err := l.Acquire(context.Background(), Route{"GET member", "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.Observe(resp(429, "Content-Type", "text/html"))
+	_, err = l.Acquire(context.Background(), Route{"PUT role", "g"})
+	var we *WaitError
+	if !errors.As(err, &we) || we.Delay < 30*time.Second {
+		t.Fatalf("Acquire after a ban = %v, want a long WaitError", err)
+	}
+}
+
+func FuzzLimiterObserveHeaders(f *testing.F) {
+	f.Add(204, "h", "10", "9", "1.5", "", "")
+	f.Add(429, "h", "abc", "-1", "NaN", "1e309", "global")
+	f.Add(429, "", "", "", "", "", "")
+	f.Fuzz(func(t *testing.T, status int, hash, limit, remaining, resetAfter, retry, scope string) {
+		l, _ := newTestLimiter(time.Millisecond)
+		r := Route{"PUT role", "g"}
+		tk, err := l.Acquire(context.Background(), r)
+		if err != nil {
+			return
+		}
+		tk.Observe(resp(status, "X-RateLimit-Bucket", hash, "X-RateLimit-Limit", limit, "X-RateLimit-Remaining", remaining,
+			"X-RateLimit-Reset-After", resetAfter, "Retry-After", retry, "X-RateLimit-Scope", scope))
+		_ = l.NextFree(r)
+		if tk, err := l.Acquire(context.Background(), r); err == nil {
+			tk.Cancel()
+		}
+	})
+}
