@@ -62,6 +62,15 @@ func (s *Service) claimUser(ctx context.Context, tenant, id string, doc map[stri
 	return nil
 }
 
+// uniqueKeys are the in-process lock keys of a user's unique values.
+func uniqueKeys(tenant, userName, discord string) []string {
+	keys := []string{tenant + "\x00u\x00" + lower(userName)}
+	if discord != "" {
+		keys = append(keys, tenant+"\x00d\x00"+discord)
+	}
+	return keys
+}
+
 func discordID(doc map[string]any) string {
 	if ext, ok := doc[SchemaDiscord].(map[string]any); ok {
 		d, _ := ext[discordUserIDAttr].(string)
@@ -114,7 +123,7 @@ func (s *Service) createUser(ctx context.Context, tenant string, body map[string
 		return nil, err
 	}
 	un, _ := doc["userName"].(string)
-	unlock := s.lockUnique(tenant+"\x00u\x00"+lower(un), tenant+"\x00d\x00"+discordID(doc))
+	unlock := s.lockUnique(uniqueKeys(tenant, un, discordID(doc))...)
 	defer unlock()
 	// No read barrier here: a value taken on another replica is caught by
 	// its claim (which then syncs the view to judge it).
@@ -176,7 +185,7 @@ func (s *Service) updateUser(ctx context.Context, tenant, id string, ifMatch str
 			return nil, err
 		}
 		un, _ := newDoc["userName"].(string)
-		unlock := s.lockUnique(tenant+"\x00u\x00"+lower(un), tenant+"\x00d\x00"+discordID(newDoc))
+		unlock := s.lockUnique(uniqueKeys(tenant, un, discordID(newDoc))...)
 		if err := s.checkUserUnique(tenant, id, newDoc); err != nil {
 			unlock()
 			return nil, err
