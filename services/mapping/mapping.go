@@ -37,6 +37,9 @@ type Config struct {
 	Replicas int
 	// History is how many versions of each rule set the bucket keeps.
 	History int
+	// ResyncInterval is how often a replica checks that its watch has seen the
+	// bucket's newest version (and restarts the watch when it lags).
+	ResyncInterval time.Duration
 }
 
 // DefaultConfig returns the defaults; RulesFile must still be set.
@@ -47,6 +50,7 @@ func DefaultConfig() Config {
 		Bucket:          "mapping_rules",
 		Replicas:        1,
 		History:         16,
+		ResyncInterval:  500 * time.Millisecond,
 	}
 }
 
@@ -67,6 +71,9 @@ func (c Config) Validate() error {
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("mapping: replicas %d: want 1-5", c.Replicas))
+	}
+	if c.ResyncInterval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("mapping: resync interval %s: want at least 10ms", c.ResyncInterval))
 	}
 	if c.History < 1 || c.History > 64 {
 		errs = append(errs, fmt.Errorf("mapping: history %d: want 1-64 (JetStream's limit)", c.History))

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/scimcord/scimcord/services/mapping/internal/rules"
@@ -65,10 +66,10 @@ func fileSource(g *rules.GuildSpec) string {
 func (s *Service) runStore(ctx context.Context) error {
 	// JetStream may not be up yet (or restarting): retry until it is; the
 	// health service says NOT_SERVING meanwhile.
-	var w jetstream.KeyWatcher
+	var kv jetstream.KeyValue
 	for delay := 250 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
 		var err error
-		if w, err = s.startStore(ctx); err == nil {
+		if kv, err = s.prepareStore(ctx); err == nil {
 			break
 		}
 		var ve *rules.ValidationError
@@ -82,29 +83,102 @@ func (s *Service) runStore(ctx context.Context) error {
 		case <-time.After(delay):
 		}
 	}
-	defer func() { _ = w.Stop() }()
+	// A watch does not always survive a NATS restart: restart it when the
+	// connection comes back, and when the bucket is ahead of what it delivered.
+	var reconnected chan nats.Status
+	if nc := s.js.Conn(); nc != nil {
+		reconnected = nc.StatusChanged(nats.CONNECTED)
+		defer nc.RemoveStatusListener(reconnected)
+	}
+	tick := time.NewTicker(s.cfg.ResyncInterval)
+	defer tick.Stop()
+	for delay := 250 * time.Millisecond; ctx.Err() == nil; {
+		w, err := kv.WatchAll(ctx)
+		if err != nil {
+			s.log.WarnContext(ctx, "rule watch failed, retrying", "bucket", s.cfg.Bucket, "error", err, "delay", delay)
+			select {
+			case <-ctx.Done():
+			case <-time.After(delay):
+			}
+			delay = min(2*delay, 5*time.Second)
+			continue
+		}
+		started := time.Now()
+		why := s.watch(ctx, kv, w, reconnected, tick.C)
+		_ = w.Stop()
+		if why == "" {
+			continue
+		}
+		s.log.InfoContext(ctx, "restarting the rule watch", "bucket", s.cfg.Bucket, "reason", why)
+		if time.Since(started) > 5*time.Second {
+			delay = 250 * time.Millisecond
+			continue
+		}
+		// Restarting again soon after the last one: back off.
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+	return nil
+}
+
+// watch applies the watcher's entries until ctx ends or the watch must be
+// restarted (it returns why).
+func (s *Service) watch(ctx context.Context, kv jetstream.KeyValue, w jetstream.KeyWatcher, reconnected <-chan nats.Status, tick <-chan time.Time) string {
+	var seen uint64
+	initial, behind := true, 0
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return ""
+		case <-reconnected:
+			return "NATS connection re-established"
+		case <-tick:
+			if initial {
+				continue
+			}
+			if last, err := lastRevision(ctx, kv); err == nil && last > seen {
+				behind++
+			} else {
+				behind = 0
+			}
+			if behind >= 2 {
+				return "the bucket is ahead of the watch"
+			}
 		case e, ok := <-w.Updates():
 			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("mapping: watch of bucket %s ended: %w", s.cfg.Bucket, ErrUnavailable)
+				return "the watch ended"
 			}
 			if e == nil { // the initial values are in
+				initial = false
 				s.markReady()
 				continue
 			}
+			seen = max(seen, e.Revision())
 			s.apply(ctx, e)
 		}
 	}
 }
 
-// startStore opens the bucket, seeds it and starts the watch.
-func (s *Service) startStore(ctx context.Context) (jetstream.KeyWatcher, error) {
+// lastRevision is the bucket's last stream sequence (its newest revision).
+func lastRevision(ctx context.Context, kv jetstream.KeyValue) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return 0, err
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || bs.StreamInfo() == nil {
+		return 0, errors.New("mapping: bucket status without stream info")
+	}
+	return bs.StreamInfo().State.LastSeq, nil
+}
+
+// prepareStore opens the bucket and seeds it from the rules file.
+func (s *Service) prepareStore(ctx context.Context) (jetstream.KeyValue, error) {
 	octx, cancel := context.WithTimeout(ctx, 2*time.Second) // fail fast while NATS is down
 	defer cancel()
 	kv, err := s.openBucket(octx)
@@ -116,11 +190,7 @@ func (s *Service) startStore(ctx context.Context) (jetstream.KeyWatcher, error) 
 	if err := s.seed(sctx, kv); err != nil {
 		return nil, err
 	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("mapping: watch bucket %s: %w", s.cfg.Bucket, errors.Join(ErrUnavailable, err))
-	}
-	return w, nil
+	return kv, nil
 }
 
 func (s *Service) openBucket(ctx context.Context) (jetstream.KeyValue, error) {

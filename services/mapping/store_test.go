@@ -309,3 +309,44 @@ func TestServiceWaitsForJetStreamAtStart(t *testing.T) {
 		t.Errorf("ManagedRoles = %v, %v", roles, err)
 	}
 }
+
+func TestReplicasConvergeAfterNATSRestart(t *testing.T) {
+	t.Parallel()
+	ns, err := natsembed.Start(natsembed.Config{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	connect := func() jetstream.JetStream {
+		nc, err := nats.Connect(ns.URL(), nats.ReconnectWait(50*time.Millisecond), nats.MaxReconnects(-1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return js
+	}
+	_, a := startService(t, devConfig(t), mapping.Deps{JS: connect()})
+	_, b := startService(t, devConfig(t), mapping.Deps{JS: connect()})
+	ns.Shutdown()
+	if err := ns.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var put *mappingv1.PutRuleSetResponse
+	waitFor(t, 10*time.Second, "a write through replica a after the restart", func() bool {
+		cur, err := a.GetRuleSet(ctx, &mappingv1.GetRuleSetRequest{TenantId: "dev", GuildId: devGuild})
+		if err != nil {
+			return false
+		}
+		put, err = a.PutRuleSet(ctx, &mappingv1.PutRuleSetRequest{TenantId: "dev", GuildId: devGuild, Yaml: staffOnly, ExpectedVersion: cur.GetRuleSet().GetVersion()})
+		return err == nil
+	})
+	waitFor(t, 10*time.Second, "replica b to serve the version written after the restart", func() bool {
+		r := resolveDev(t, b, &mappingv1.ResolveRolesRequest{Active: true})
+		return r.GetRulesVersion() == put.GetRuleSet().GetVersion()
+	})
+}
