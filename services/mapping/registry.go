@@ -16,10 +16,13 @@ type setKey struct{ tenant, guild string }
 type registry struct {
 	mu   sync.Mutex // serialises writers
 	snap atomic.Pointer[map[setKey]*rules.RuleSet]
+	// gone holds the version at which a rule set was deleted, so that an
+	// older version delivered late cannot bring it back (guarded by mu).
+	gone map[setKey]uint64
 }
 
 func newRegistry() *registry {
-	r := &registry{}
+	r := &registry{gone: map[setKey]uint64{}}
 	m := map[setKey]*rules.RuleSet{}
 	r.snap.Store(&m)
 	return r
@@ -67,14 +70,19 @@ func (r *registry) set(tenant, guild string, rs *rules.RuleSet, version uint64) 
 	if cur, ok := old[k]; ok && cur.Version > version {
 		return
 	}
+	if v, ok := r.gone[k]; ok && v > version {
+		return
+	}
 	m := make(map[setKey]*rules.RuleSet, len(old)+1)
 	for kk, v := range old {
 		m[kk] = v
 	}
 	if rs == nil {
 		delete(m, k)
+		r.gone[k] = version
 	} else {
 		m[k] = rs
+		delete(r.gone, k)
 	}
 	r.snap.Store(&m)
 }
