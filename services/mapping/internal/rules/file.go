@@ -221,12 +221,18 @@ func DecodeGuild(tenant, guildID string, data []byte) (*GuildSpec, error) {
 
 // ValidateGuild validates an already decoded rule set (with its guild id).
 func ValidateGuild(g *GuildSpec) error {
-	v := &validator{}
+	_, err := validateGuild(g)
+	return err
+}
+
+// validateGuild validates g and returns its compiled conditions by source.
+func validateGuild(g *GuildSpec) (map[string]*Expr, error) {
+	v := &validator{exprs: map[string]*Expr{}}
 	if !ValidSnowflake(g.ID) {
 		v.add("id", "", fmt.Sprintf("guild id %q: want a Discord snowflake (17-20 digits)", g.ID))
 	}
 	v.guild("", g)
-	return v.err()
+	return v.exprs, v.err()
 }
 
 // EncodeGuild renders a rule set as YAML (the stored and the API form).
@@ -327,6 +333,8 @@ func indexLines(n *yaml.Node, path string, out map[string]int) {
 type validator struct {
 	lines map[string]int
 	errs  []FieldError
+	// exprs keeps the compiled conditions by source, for Compile.
+	exprs map[string]*Expr
 }
 
 func (v *validator) add(path, rule, problem string) {
@@ -460,8 +468,10 @@ func (v *validator) guild(prefix string, g *GuildSpec) {
 		if r.When != "" {
 			if len(r.When) > MaxExprLen {
 				v.add(p+".when", rn, fmt.Sprintf("expression is %d characters, over %d", len(r.When), MaxExprLen))
-			} else if _, err := CompileExpr(r.When); err != nil {
+			} else if e, err := CompileExpr(r.When); err != nil {
 				v.add(p+".when", rn, err.Error())
+			} else if v.exprs != nil {
+				v.exprs[r.When] = e
 			}
 		}
 		// The roles.

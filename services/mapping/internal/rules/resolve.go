@@ -49,7 +49,8 @@ type compiled struct {
 
 // Compile validates and compiles the rule set of one guild.
 func Compile(tenant string, version uint64, g *GuildSpec) (*RuleSet, error) {
-	if err := ValidateGuild(g); err != nil {
+	exprs, err := validateGuild(g)
+	if err != nil {
 		return nil, err
 	}
 	rs := &RuleSet{
@@ -60,11 +61,7 @@ func Compile(tenant string, version uint64, g *GuildSpec) (*RuleSet, error) {
 	for i, r := range g.Rules {
 		c := compiled{spec: r}
 		if r.When != "" {
-			e, err := CompileExpr(r.When)
-			if err != nil {
-				return nil, &ValidationError{Errors: []FieldError{{Path: fmt.Sprintf("rules[%d].when", i), Rule: r.Name, Problem: err.Error()}}}
-			}
-			c.expr = e
+			c.expr = exprs[r.When] // compiled (once) by the validation
 		}
 		rs.rules = append(rs.rules, c)
 		switch {
