@@ -350,3 +350,39 @@ func TestReplicasConvergeAfterNATSRestart(t *testing.T) {
 		return r.GetRulesVersion() == put.GetRuleSet().GetVersion()
 	})
 }
+
+func TestGetRuleSetYAMLCanBePutBack(t *testing.T) {
+	t.Parallel()
+	js := startJS(t)
+	_, c := startService(t, devConfig(t), mapping.Deps{JS: js})
+	ctx := context.Background()
+	got, err := c.GetRuleSet(ctx, &mappingv1.GetRuleSetRequest{TenantId: "dev", GuildId: devGuild})
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := got.GetRuleSet().GetYaml()
+	if !strings.Contains(y, "display_name: Engineering") || strings.Contains(y, "id: \"1100000000000000000\"") {
+		t.Errorf("yaml:\n%s", y)
+	}
+	put, err := c.PutRuleSet(ctx, &mappingv1.PutRuleSetRequest{TenantId: "dev", GuildId: devGuild, Yaml: y, ExpectedVersion: got.GetRuleSet().GetVersion()})
+	if err != nil {
+		t.Fatalf("put back: %v", err)
+	}
+	if put.GetRuleSet().GetYaml() != y || put.GetRuleSet().GetSource() != "api" || put.GetRuleSet().GetVersion() <= got.GetRuleSet().GetVersion() {
+		t.Errorf("put back = %v", put.GetRuleSet())
+	}
+	// Deleting needs the version; then the guild manages nothing and Get says NotFound.
+	if _, err := c.DeleteRuleSet(ctx, &mappingv1.DeleteRuleSetRequest{TenantId: "dev", GuildId: devGuild}); statusCode(err) != "InvalidArgument" {
+		t.Errorf("delete without version = %v", err)
+	}
+	if _, err := c.DeleteRuleSet(ctx, &mappingv1.DeleteRuleSetRequest{TenantId: "dev", GuildId: devGuild, ExpectedVersion: put.GetRuleSet().GetVersion()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetRuleSet(ctx, &mappingv1.GetRuleSetRequest{TenantId: "dev", GuildId: devGuild}); statusCode(err) != "NotFound" {
+		t.Errorf("get after delete = %v", err)
+	}
+	// Re-creating over the tombstone uses expected_version 0.
+	if _, err := c.PutRuleSet(ctx, &mappingv1.PutRuleSetRequest{TenantId: "dev", GuildId: devGuild, Yaml: y}); err != nil {
+		t.Errorf("re-create: %v", err)
+	}
+}
