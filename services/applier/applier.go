@@ -185,8 +185,9 @@ type Service struct {
 	replicas jetstream.KeyValue
 	id       string
 
-	pageSize  int               // members per page in drift repair
-	rulesSeen map[string]uint64 // guild → last mapping rules version (guarded by mu)
+	pageSize  int                   // members per page in drift repair
+	rulesSeen map[string]uint64     // guild → last mapping rules version (guarded by mu)
+	guildInfo map[string]*guildInfo // guarded by mu
 
 	ready atomic.Bool
 	mu    sync.Mutex

@@ -2,8 +2,11 @@ package applier
 
 import (
 	"maps"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/scimcord/scimcord/pkg/discordemu"
 )
 
 func TestReconcileIssuesTheMinimalCall(t *testing.T) {
@@ -101,16 +104,59 @@ func TestReactivationRestoresRoles(t *testing.T) {
 func TestMemberNotInGuildIsPendingJoinAndNotRetried(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
+	const newbie = "1100000000000002001"
+	if _, err := e.emu.Admin().CreateUser(e.ctx, discordemu.UserSeed{ID: newbie, Username: "newbie"}); err != nil {
+		t.Fatalf("create user: %v", err)
+	}
 	r := e.start(testConfig())
-	e.putUser("owner", ownerID, true) // the owner is not a member of the dev guild
-	st := e.waitState(r, "owner", StatePendingJoin)
+	e.putUser("newbie", newbie, true)
+	st := e.waitState(r, "newbie", StatePendingJoin)
 	if st.Code != codeUnknownMember || st.TraceID == "" {
 		t.Errorf("status = %+v, want code 10007 and a trace id", st)
 	}
 	e.waitIdle(testConfig().Durable)
-	gets := e.emu.Recorder().Requests(discordemuFilterSince(0, ownerID))
+	gets := e.emu.Recorder().Requests(discordemuFilterSince(0, newbie))
 	if len(gets) != 1 {
 		t.Errorf("Discord saw %d calls for the non-member, want 1 GET", len(gets))
+	}
+	// The user joins; the next drift repair applies the roles.
+	if _, err := e.emu.Admin().AddMember(e.ctx, guildID, discordemu.MemberSeed{UserID: newbie}); err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	if _, err := r.svc.Repair(e.ctx, tenantID, guildID, false); err != nil {
+		t.Fatalf("repair: %v", err)
+	}
+	e.waitRoles(newbie, roleStaff)
+	e.waitState(r, "newbie", StateInSync)
+}
+
+func TestGuildOwnerAndMembersAboveTheBotAreNeverChanged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	if _, err := e.emu.Admin().AddMember(e.ctx, guildID, discordemu.MemberSeed{UserID: ownerID}); err != nil {
+		t.Fatalf("owner joins: %v", err)
+	}
+	top, err := e.emu.Admin().CreateRole(e.ctx, guildID, discordemu.RoleSeed{Name: "Admins", Position: intp(20)})
+	if err != nil {
+		t.Fatalf("create role: %v", err)
+	}
+	if err := e.emu.Admin().SetMemberRoles(e.ctx, guildID, member(4), []string{top.ID}); err != nil {
+		t.Fatalf("seed roles: %v", err)
+	}
+	r := e.start(testConfig())
+	e.putUser("owner", ownerID, true)
+	e.putUser("dave", member(4), true)
+	for _, u := range []string{"owner", "dave"} {
+		if st := e.waitState(r, u, StateFailed); !strings.Contains(st.Detail, "never") {
+			t.Errorf("status of %s = %+v, want it to say scimcord never changes them", u, st)
+		}
+	}
+	e.waitIdle(testConfig().Durable)
+	if got := e.mutations(ownerID); len(got) != 0 {
+		t.Errorf("mutating calls on the owner: %v", got)
+	}
+	if got := e.mutations(member(4)); len(got) != 0 {
+		t.Errorf("mutating calls on a member above the bot: %v", got)
 	}
 }
 

@@ -33,6 +33,7 @@ const (
 	routeMembersList  = "GET /guilds/{g}/members"
 	routeRolesList    = "GET /guilds/{g}/roles"
 	routeUsersMe      = "GET /users/@me"
+	routeGuildGet     = "GET /guilds/{g}"
 	routeGuildRoleNew = "POST /guilds/{g}/roles"
 )
 
@@ -247,6 +248,19 @@ func (d *discord) Roles(ctx context.Context, guildID string) ([]*discordgo.Role,
 		return err
 	})
 	return out, err
+}
+
+// GuildOwner returns the id of the guild's owner.
+func (d *discord) GuildOwner(ctx context.Context, guildID string) (string, error) {
+	var owner string
+	err := d.call(ctx, Route{routeGuildGet, guildID}, "get guild", func(t *Ticket) error {
+		g, err := d.s.Guild(guildID, d.opts(ctx, t, "")...)
+		if err == nil {
+			owner = g.OwnerID
+		}
+		return err
+	})
+	return owner, err
 }
 
 // Me returns the bot's own user id.

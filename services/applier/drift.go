@@ -103,7 +103,7 @@ func (s *Service) Repair(ctx context.Context, tenantID, guildID string, dryRun b
 			var ch PlannedChange
 			if !linked {
 				add, rm, target := diff(m.Roles, nil, managed)
-				if len(add)+len(rm) == 0 {
+				if len(add)+len(rm) == 0 || s.protected(ctx, guildID, m.User.ID, m.Roles) != "" {
 					continue
 				}
 				ch = PlannedChange{DiscordUserID: m.User.ID, Op: opFor(add, rm), Add: add, Remove: rm}

@@ -217,3 +217,18 @@ func TestManyMembersStayUnderTheBucketLimits(t *testing.T) {
 	t.Logf("metrics: %+v", r.svc.Metrics())
 	_ = fmt.Sprint()
 }
+
+func TestMappingRefusalIsAFailedStatusNotARetryLoop(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.mapping.mu.Lock()
+	e.mapping.refuse = true
+	e.mapping.mu.Unlock()
+	r := e.start(testConfig())
+	e.putUser("alice", memberAlice, true)
+	st := e.waitState(r, "alice", StateFailed)
+	if st.Detail == "" {
+		t.Errorf("status = %+v, want the mapping's refusal explained", st)
+	}
+	e.waitIdle(testConfig().Durable)
+}

@@ -17,7 +17,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/scimcord/scimcord/pkg/discordemu"
@@ -52,12 +54,17 @@ type testMapping struct {
 	rules map[string]string // group display name → role id
 	all   string            // role of every active user
 	calls int
+	// refuse makes ResolveRoles answer InvalidArgument (an unknown guild).
+	refuse bool
 }
 
 func (m *testMapping) ResolveRoles(_ context.Context, req *mappingv1.ResolveRolesRequest) (*mappingv1.ResolveRolesResponse, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
+	if m.refuse {
+		return nil, status.Errorf(codes.InvalidArgument, "guild %s has no rules", req.GetGuildId())
+	}
 	managed := []string{m.all}
 	for _, r := range m.rules {
 		managed = append(managed, r)

@@ -84,6 +84,20 @@ func (s *Service) preflightGuild(ctx context.Context, rep *PreflightReport) erro
 		}
 	}
 	rep.BotTopPosition = top
+	owner, err := s.dc.GuildOwner(ctx, rep.Guild)
+	if err != nil {
+		return fmt.Errorf("cannot read guild %s: %w", rep.Guild, err)
+	}
+	pos := map[string]int{}
+	for _, r := range roles {
+		pos[r.ID] = r.Position
+	}
+	s.mu.Lock()
+	if s.guildInfo == nil {
+		s.guildInfo = map[string]*guildInfo{}
+	}
+	s.guildInfo[rep.Guild] = &guildInfo{owner: owner, botTop: top, positions: pos}
+	s.mu.Unlock()
 	rep.CanManageRoles = perms&(permAdministrator|permManageRoles) != 0
 	if !rep.CanManageRoles {
 		rep.Issues = append(rep.Issues, "the bot lacks the Manage Roles permission (Discord would answer 50013 to every change)")
@@ -129,4 +143,53 @@ func (s *Service) noteRules(ctx context.Context, guild string, version uint64) {
 		s.log.InfoContext(ctx, "mapping rules changed, running preflight", "guild", guild, "from", prev, "to", version)
 		go func() { _, _ = s.Preflight(context.WithoutCancel(ctx)) }()
 	}
+}
+
+// guildInfo is what the applier remembers of a guild to protect members it
+// must never change: the owner, and members whose highest role is at or
+// above the bot's.
+type guildInfo struct {
+	owner     string
+	botTop    int
+	positions map[string]int
+}
+
+// protected says why a member must not be changed ("" = it may be).
+func (s *Service) protected(ctx context.Context, guild, discordID string, roles []string) string {
+	s.mu.Lock()
+	gi := s.guildInfo[guild]
+	s.mu.Unlock()
+	if gi == nil {
+		rep := PreflightReport{Guild: guild}
+		id, err := s.dc.Me(ctx)
+		if err != nil {
+			return ""
+		}
+		rep.BotUserID = id
+		for _, t := range s.deps.Tenants.All() {
+			for _, g := range t.Guilds {
+				if g.ID == guild {
+					rep.Tenant = t.ID
+				}
+			}
+		}
+		if err := s.preflightGuild(ctx, &rep); err != nil {
+			return ""
+		}
+		s.mu.Lock()
+		gi = s.guildInfo[guild]
+		s.mu.Unlock()
+		if gi == nil {
+			return ""
+		}
+	}
+	if discordID == gi.owner {
+		return "the guild owner is never changed by scimcord"
+	}
+	for _, r := range roles {
+		if p, ok := gi.positions[r]; ok && p >= gi.botTop {
+			return fmt.Sprintf("the member has role %s at or above the bot's highest role; scimcord never changes such members", r)
+		}
+	}
+	return ""
 }

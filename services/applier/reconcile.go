@@ -15,6 +15,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/scimcord/scimcord/pkg/eventbus"
 	eventv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/event/v1"
@@ -208,6 +210,12 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 			}
 		}
 		route, op := s.route(g.ID, p)
+		if op != "" && p.inGuild {
+			if why := s.protected(ctx, g.ID, p.discordID, p.current); why != "" {
+				st.State, st.Code, st.Detail = StateFailed, 0, why
+				return s.putStatus(ctx, st)
+			}
+		}
 		if op != "" {
 			if len(p.rm) > 0 || p.policy == tenants.ActionKick || p.policy == tenants.ActionBan {
 				if err := s.brake.admit(g.ID, p.discordID, time.Now()); err != nil {
@@ -470,6 +478,17 @@ func (s *Service) fail(ctx context.Context, log interface {
 	ErrorContext(context.Context, string, ...any)
 }, st Status, p plan, err error) error {
 	var de *DiscordError
+	if code := status.Code(errors.Unwrap(err)); !errors.As(err, &de) &&
+		(code == grpccodes.InvalidArgument || code == grpccodes.NotFound || code == grpccodes.FailedPrecondition) {
+		// Mapping refuses this member (unknown tenant or guild, bad input):
+		// no retry fixes that until its rules change.
+		st.State, st.Detail = StateFailed, "mapping refused the request: "+err.Error()
+		s.metrics.inc("dead_letters")
+		if derr := s.dead.put(ctx, DeadLetter{Status: st, Op: "resolve roles"}); derr != nil {
+			return fmt.Errorf("applier: record dead letter: %w", derr)
+		}
+		return s.putStatus(ctx, st)
+	}
 	if !errors.As(err, &de) {
 		// Store or mapping trouble: transient.
 		st.State, st.Detail = StateRetrying, err.Error()
