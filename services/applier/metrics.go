@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/scimcord/scimcord/pkg/eventbus"
 )
 
 // metrics counts what the applier did. Snapshot returns a copy; the cmd main
@@ -25,7 +27,7 @@ func (m *metrics) call(route, status string) {
 		return
 	}
 	m.mu.Lock()
-	m.calls[route+" "+status]++
+	m.calls[route+"|"+status]++
 	m.mu.Unlock()
 }
 
@@ -40,7 +42,7 @@ func (m *metrics) inc(name string) {
 
 // Metrics is a snapshot of the applier's counters.
 type Metrics struct {
-	// Calls counts Discord calls by "METHOD route status".
+	// Calls counts Discord calls by "METHOD route|status".
 	Calls map[string]int64 `json:"calls"`
 	// Counters: reconciles, coalesced, retries, dead_letters, rate_limited, …
 	Counters map[string]int64 `json:"counters"`
@@ -72,13 +74,20 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // MetricsHandler serves the counters in the Prometheus text format.
 func (s *Service) MetricsHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m := s.Metrics()
+		if c, err := s.deps.JS.Consumer(r.Context(), eventbus.ResourceStream, s.cfg.Durable); err == nil {
+			if info, err := c.Info(r.Context()); err == nil {
+				fmt.Fprintf(w, "# HELP scimcord_applier_queue_pending Records not yet delivered to the applier (queue lag).\n# TYPE scimcord_applier_queue_pending gauge\nscimcord_applier_queue_pending %d\n", info.NumPending)
+				fmt.Fprintf(w, "# TYPE scimcord_applier_queue_in_flight gauge\nscimcord_applier_queue_in_flight %d\n", info.NumAckPending)
+				fmt.Fprintf(w, "# TYPE scimcord_applier_queue_redelivered gauge\nscimcord_applier_queue_redelivered %d\n", info.NumRedelivered)
+			}
+		}
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		fmt.Fprintln(w, "# HELP scimcord_applier_discord_calls_total Discord calls by route and status.")
 		fmt.Fprintln(w, "# TYPE scimcord_applier_discord_calls_total counter")
 		for _, k := range sortedKeys(m.Calls) {
-			i := strings.LastIndex(k, " ")
+			i := strings.LastIndex(k, "|")
 			route, status := k, ""
 			if i > 0 {
 				route, status = k[:i], k[i+1:]

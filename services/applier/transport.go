@@ -3,6 +3,7 @@ package applier
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -41,7 +42,7 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	tk.Observe(resp)
-	t.metrics.call(tk.route.Name, http.StatusText(resp.StatusCode))
+	t.metrics.call(tk.route.Name, strconv.Itoa(resp.StatusCode))
 	for k := range resp.Header {
 		if strings.HasPrefix(strings.ToLower(k), "x-ratelimit-") {
 			resp.Header.Del(k)

@@ -2,6 +2,7 @@ package applier
 
 import (
 	"context"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -142,5 +143,22 @@ func TestCoalescerRunsOnceForMessagesThatArriveDuringARun(t *testing.T) {
 	wg.Wait()
 	if n := runs.Load(); n != 2 {
 		t.Errorf("21 messages ran %d reconciles, want 2 (the busy one and one for the rest)", n)
+	}
+}
+
+func TestMetricsHandlerServesPrometheusText(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := e.start(testConfig())
+	e.putUser("alice", memberAlice, true)
+	e.waitState(r, "alice", StateInSync)
+	rec := httptest.NewRecorder()
+	r.svc.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{`scimcord_applier_discord_calls_total{route="PUT /guilds/{g}/members/{u}/roles/{r}",status="204"} 1`,
+		"scimcord_applier_queue_pending 0", "scimcord_applier_reconciles_total"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
 	}
 }
