@@ -44,6 +44,9 @@ var celEnv = sync.OnceValues(func() (*cel.Env, error) {
 	)
 })
 
+// compileMu serialises compiles on the shared environment (see CompileExpr).
+var compileMu sync.Mutex
+
 // Expr is a compiled, type-checked CEL condition.
 type Expr struct {
 	src string
@@ -66,18 +69,28 @@ func CompileExpr(src string) (*Expr, error) {
 	if len(src) > MaxExprLen {
 		return nil, fmt.Errorf("expression is %d characters, over %d", len(src), MaxExprLen)
 	}
+	// cel-go v0.33.3's checker initialises a lazy catalog on the shared
+	// environment without synchronisation (a data race between concurrent
+	// Compile calls), so compiles are serialised. They happen on writes and
+	// loads only, never on the resolve path.
+	compileMu.Lock()
 	ast, iss := env.Compile(src)
+	var prg cel.Program
+	if iss == nil || iss.Err() == nil {
+		if out := ast.OutputType(); !out.IsExactType(types.BoolType) && !out.IsDyn() {
+			compileMu.Unlock()
+			return nil, fmt.Errorf("CEL expression gives %s, want bool", out)
+		}
+		prg, err = env.Program(ast,
+			cel.CostLimit(CostLimit),
+			cel.InterruptCheckFrequency(100),
+			cel.EvalOptions(cel.OptOptimize),
+		)
+	}
+	compileMu.Unlock()
 	if iss != nil && iss.Err() != nil {
 		return nil, fmt.Errorf("CEL does not compile: %s", oneLine(iss.Err().Error()))
 	}
-	if out := ast.OutputType(); !out.IsExactType(types.BoolType) && !out.IsDyn() {
-		return nil, fmt.Errorf("CEL expression gives %s, want bool", out)
-	}
-	prg, err := env.Program(ast,
-		cel.CostLimit(CostLimit),
-		cel.InterruptCheckFrequency(100),
-		cel.EvalOptions(cel.OptOptimize),
-	)
 	if err != nil {
 		return nil, fmt.Errorf("CEL program: %s", oneLine(err.Error()))
 	}

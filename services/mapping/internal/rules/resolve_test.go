@@ -186,3 +186,27 @@ func TestExplainReasons(t *testing.T) {
 		}
 	}
 }
+
+func TestResolveIsSafeForConcurrentUse(t *testing.T) {
+	t.Parallel()
+	rs := mustCompile(t, kinds)
+	m := Member{Active: true, Groups: []Group{{DisplayName: "Design"}, {DisplayName: "Engineering"}},
+		UserJSON: []byte(`{"title":"Lead","urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"department":"Engineering"}}`)}
+	want := keys(rs.Resolve(context.Background(), &m))
+	done := make(chan []string)
+	for range 8 {
+		go func() {
+			var got []string
+			for range 50 {
+				got = keys(rs.Resolve(context.Background(), &m))
+				rs.Explain(context.Background(), &m)
+			}
+			done <- got
+		}()
+	}
+	for range 8 {
+		if got := <-done; !slices.Equal(got, want) {
+			t.Errorf("concurrent Resolve = %v, want %v", got, want)
+		}
+	}
+}
