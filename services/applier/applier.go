@@ -188,6 +188,7 @@ type Service struct {
 	pageSize  int                   // members per page in drift repair
 	rulesSeen map[string]uint64     // guild → last mapping rules version (guarded by mu)
 	guildInfo map[string]*guildInfo // guarded by mu
+	infoTried map[string]time.Time  // guarded by mu: last lazy preflight per guild
 
 	ready atomic.Bool
 	mu    sync.Mutex

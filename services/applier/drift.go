@@ -61,6 +61,13 @@ func (s *Service) Repair(ctx context.Context, tenantID, guildID string, dryRun b
 	if g.ID == "" {
 		return rep, fmt.Errorf("applier: repair: tenant %q does not drive guild %q", tenantID, guildID)
 	}
+	// Refresh what protects the owner and members above the bot.
+	if id, err := s.dc.Me(ctx); err == nil {
+		pre := PreflightReport{Tenant: tenantID, Guild: guildID, BotUserID: id}
+		if err := s.preflightGuild(ctx, &pre); err == nil {
+			s.logPreflight(ctx, pre)
+		}
+	}
 	// Which SCIM user is each Discord user?
 	keys, err := s.store.ListKeys(ctx, tenantID+".u.*")
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/bwmarrin/discordgo"
 
@@ -160,6 +161,18 @@ func (s *Service) protected(ctx context.Context, guild, discordID string, roles 
 	gi := s.guildInfo[guild]
 	s.mu.Unlock()
 	if gi == nil {
+		s.mu.Lock()
+		recent := time.Since(s.infoTried[guild]) < 30*time.Second
+		if s.infoTried == nil {
+			s.infoTried = map[string]time.Time{}
+		}
+		if !recent {
+			s.infoTried[guild] = time.Now()
+		}
+		s.mu.Unlock()
+		if recent {
+			return "" // the last attempt failed just now; do not add calls to every reconcile
+		}
 		rep := PreflightReport{Guild: guild}
 		id, err := s.dc.Me(ctx)
 		if err != nil {
