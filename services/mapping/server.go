@@ -55,6 +55,12 @@ func (s *Service) resolve(ctx context.Context, req *mappingv1.ResolveRolesReques
 		s.metrics.resolveErrors.Add(1)
 		return nil, err
 	}
+	select {
+	case <-s.ready:
+	default:
+		// An empty answer would read as "nothing managed": say "not yet" instead.
+		return nil, fmt.Errorf("resolve: rule sets not loaded yet: %w", ErrUnavailable)
+	}
 	s.metrics.resolves.Add(1)
 	resp := &mappingv1.ResolveRolesResponse{UserId: req.GetUserId()}
 	rs := s.rules.get(req.GetTenantId(), req.GetGuildId())

@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/scimcord/scimcord/pkg/eventbus"
@@ -295,6 +297,15 @@ func TestServiceWaitsForJetStreamAtStart(t *testing.T) {
 	case <-svc.Ready():
 		t.Fatal("ready without JetStream")
 	default:
+	}
+	conn, err := grpc.NewClient(svc.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = mappingv1.NewMappingServiceClient(conn).ResolveRoles(ctx, &mappingv1.ResolveRolesRequest{TenantId: "dev", GuildId: devGuild, Active: true})
+	if statusCode(err) != "Unavailable" {
+		t.Errorf("ResolveRoles before the rules are loaded = %v, want Unavailable", err)
 	}
 	if err := ns.Restart(); err != nil {
 		t.Fatal(err)
