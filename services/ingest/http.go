@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -56,7 +57,9 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rw := &statusWriter{ResponseWriter: w}
 	req := &request{w: rw, r: r, ctx: ctx}
+	start := time.Now()
 	s.serveSCIM(req)
+	s.metrics.request(r.Method, s.resourceLabel(r.URL.Path), rw.status, time.Since(start))
 	span.SetAttributes(attribute.Int("http.response.status_code", rw.status))
 	if rw.status >= 500 {
 		span.SetStatus(codes.Error, http.StatusText(rw.status))

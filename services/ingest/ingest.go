@@ -148,6 +148,7 @@ type Service struct {
 	readyOnce sync.Once
 	caughtUp  atomic.Bool
 	seq       *coalescer
+	metrics   *metrics
 }
 
 // New builds the service; it does no I/O (Run does).
@@ -183,6 +184,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		ready:     make(chan struct{}),
 	}
 	s.seq = newCoalescer(s.fetchLastSeq)
+	s.metrics = newMetrics()
 	s.handler = s.routes()
 	return s, nil
 }

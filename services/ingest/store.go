@@ -39,6 +39,14 @@ func (s *Service) put(ctx context.Context, ev *eventv1.Event, expectedRev uint64
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
 	rev, err := st.Put(ctx, keyOf(ev), ev, expectedRev)
+	switch {
+	case err == nil:
+		s.metrics.write("ok")
+	case errors.Is(err, eventbus.ErrConflict):
+		s.metrics.write("conflict")
+	default:
+		s.metrics.write("unavailable")
+	}
 	if err != nil {
 		if !errors.Is(err, eventbus.ErrConflict) && !errors.Is(err, eventbus.ErrUnavailable) {
 			err = errors.Join(eventbus.ErrUnavailable, err)

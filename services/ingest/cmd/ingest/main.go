@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -94,6 +95,17 @@ func run(ctx context.Context) error {
 	svc, err := ingest.New(cfg, ingest.Deps{JS: js, Tenants: ts, Logger: log, TracerProvider: tp.TracerProvider})
 	if err != nil {
 		return err
+	}
+	if addr := env("SCIMCORD_METRICS_ADDR", ":9464"); addr != "" && addr != "off" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", svc.MetricsHandler())
+		msrv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := msrv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.ErrorContext(ctx, "metrics server stopped", "addr", addr, "error", err)
+			}
+		}()
+		defer msrv.Close()
 	}
 	return svc.Run(ctx)
 }
