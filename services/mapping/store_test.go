@@ -203,7 +203,7 @@ func TestHotReloadReachesEveryReplica(t *testing.T) {
 	})
 }
 
-func TestSeedKeepsAPIEditsAndDeletesAcrossRestarts(t *testing.T) {
+func TestSeedKeepsAPIEditsAndFollowsFileChanges(t *testing.T) {
 	t.Parallel()
 	js := startJS(t)
 	ctx := context.Background()
