@@ -239,7 +239,7 @@ func seedUserID(i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012
 
 // seedUsers publishes n user records straight into the bucket (what ingest
 // would have written), ids seedUserID(from…from+n-1).
-func seedUsers(b *testing.B, js jetstream.JetStream, tenant string, n, from int) {
+func seedUsers(b testing.TB, js jetstream.JetStream, tenant string, n, from int) {
 	b.Helper()
 	now := time.Now().UTC()
 	publishAll(b, js, n, func(i int) (string, *eventv1.Event) {
@@ -261,7 +261,7 @@ func seedUsers(b *testing.B, js jetstream.JetStream, tenant string, n, from int)
 }
 
 // seedGroup publishes a group and its members seedUserID(first…first+n-1).
-func seedGroup(b *testing.B, js jetstream.JetStream, tenant, id, name string, first, n int) {
+func seedGroup(b testing.TB, js jetstream.JetStream, tenant, id, name string, first, n int) {
 	b.Helper()
 	now := time.Now().UTC()
 	snap, _ := json.Marshal(map[string]any{"schemas": []string{ingest.SchemaGroup}, "id": id, "displayName": name,
@@ -279,7 +279,7 @@ func seedGroup(b *testing.B, js jetstream.JetStream, tenant, id, name string, fi
 	})
 }
 
-func publishAll(b *testing.B, js jetstream.JetStream, n int, mk func(i int) (string, *eventv1.Event)) {
+func publishAll(b testing.TB, js jetstream.JetStream, n int, mk func(i int) (string, *eventv1.Event)) {
 	b.Helper()
 	for i := 0; i < n; {
 		end := min(n, i+2000)
