@@ -54,6 +54,16 @@ generate: tools ## regenerate pkg/gen from proto/
 checkgenerate: generate ## fail when the committed generated code is stale
 	@git diff --exit-code -- pkg/gen && test -z "$$(git status --porcelain -- pkg/gen)" || { echo "pkg/gen is stale: run make generate and commit"; exit 1; }
 
+FUZZTIME ?= 30s
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	@set -e; for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' pkg services | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -h '^func Fuzz' $$dir/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+	    echo "fuzz: $$dir $$f ($(FUZZTIME))"; \
+	    go test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./$$dir; \
+	  done; \
+	done
+
 .PHONY: bench
 bench: ## run the benchmarks (figures go to the README)
 	go test -run '^$$' -bench . -benchmem -timeout 30m $(MODULES)
