@@ -82,6 +82,11 @@ type Config struct {
 	// (drift repair); 0 disables it. DriftDryRun only reports the changes.
 	DriftInterval time.Duration
 	DriftDryRun   bool
+	// AutoCreateRoles gives every SCIM group a role of its name in each guild
+	// of the tenant (created below the bot, renamed and deleted with the
+	// group; only roles scimcord created, recorded in RolesBucket).
+	AutoCreateRoles bool
+	RolesBucket     string
 }
 
 // DefaultConfig returns the production defaults.
@@ -108,6 +113,7 @@ func DefaultConfig() Config {
 		BrakeWindow:      10 * time.Minute,
 		BrakeRecheck:     30 * time.Second,
 		DriftInterval:    6 * time.Hour,
+		RolesBucket:      "applier_roles",
 	}
 }
 
@@ -138,6 +144,9 @@ func (c Config) Validate() error {
 	}
 	if c.BrakeMaxCount > 0 && (c.BrakeWindow <= 0 || c.BrakeRecheck <= 0) {
 		errs = append(errs, errors.New("applier: BrakeWindow and BrakeRecheck must be > 0 when the brake is on"))
+	}
+	if c.AutoCreateRoles && !eventbus.ValidToken(c.RolesBucket) {
+		errs = append(errs, fmt.Errorf("applier: RolesBucket %q is not a valid bucket name", c.RolesBucket))
 	}
 	if c.DriftInterval < 0 {
 		errs = append(errs, errors.New("applier: DriftInterval must be >= 0"))
@@ -184,6 +193,9 @@ type Service struct {
 	// replicas holds one heartbeat key per live replica.
 	replicas jetstream.KeyValue
 	id       string
+	// ownedRoles records the roles scimcord created (AutoCreateRoles).
+	ownedRoles jetstream.KeyValue
+	autoRoles  *autoRoleCache
 
 	pageSize  int                   // members per page in drift repair
 	rulesSeen map[string]uint64     // guild → last mapping rules version (guarded by mu)
@@ -228,7 +240,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		tracer:  tp.Tracer("github.com/scimcord/scimcord/services/applier"),
 		limiter: lim, dc: dc, coal: newCoalescer(), metrics: m,
 		pageSize: membersPage, id: replicaID(),
-		brake: newBrake(cfg.BrakeMaxCount, cfg.BrakeMaxShare, cfg.BrakeWindow),
+		autoRoles: &autoRoleCache{at: map[string]time.Time{}, roles: map[string]map[string]string{}},
+		brake:     newBrake(cfg.BrakeMaxCount, cfg.BrakeMaxShare, cfg.BrakeWindow),
 	}, nil
 }
 
@@ -254,6 +267,13 @@ func (s *Service) open(ctx context.Context) error {
 	rp, err := s.deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.cfg.ReplicaBucket, History: 1, TTL: s.cfg.ReplicaTTL})
 	if err != nil {
 		return fmt.Errorf("applier: open bucket %s: %w", s.cfg.ReplicaBucket, err)
+	}
+	if s.cfg.AutoCreateRoles {
+		or, err := s.deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.cfg.RolesBucket, History: 1})
+		if err != nil {
+			return fmt.Errorf("applier: open bucket %s: %w", s.cfg.RolesBucket, err)
+		}
+		s.ownedRoles = or
 	}
 	s.store, s.status, s.dead, s.replicas = st, &statusStore{kv: kv}, &deadLetters{kv: dl}, rp
 	return nil

@@ -34,6 +34,8 @@ const (
 	routeRolesList    = "GET /guilds/{g}/roles"
 	routeUsersMe      = "GET /users/@me"
 	routeGuildGet     = "GET /guilds/{g}"
+	routeRoleEdit     = "PATCH /guilds/{g}/roles/{r}"
+	routeRoleDelete   = "DELETE /guilds/{g}/roles/{r}"
 	routeGuildRoleNew = "POST /guilds/{g}/roles"
 )
 

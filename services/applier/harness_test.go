@@ -398,3 +398,8 @@ func discordemuFilterSince(seq int64, userID string) discordemu.RequestFilter {
 func sortedRoles(rs []string) []string { out := slices.Clone(rs); sort.Strings(out); return out }
 
 func equal(a, b []string) bool { return slices.Equal(a, b) }
+
+func groupDeleted(id, name string) *eventv1.Event {
+	return &eventv1.Event{Kind: eventv1.ResourceKind_RESOURCE_KIND_GROUP, ResourceId: id, Op: eventv1.Operation_OPERATION_DELETE,
+		Resource: &eventv1.Event_Group{Group: &eventv1.Group{Id: id, DisplayName: name, Deleted: true}}}
+}

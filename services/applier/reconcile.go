@@ -79,6 +79,30 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
 	case "m":
 		users = []string{key.UserID}
 	case "g":
+		if s.cfg.AutoCreateRoles {
+			rec, err := s.store.Get(ctx, eventbus.GroupKey(key.Tenant, key.ID))
+			if err != nil && !errors.Is(err, eventbus.ErrNotFound) {
+				return err
+			}
+			if err == nil {
+				for _, g := range t.Guilds {
+					if err := s.ensureGroupRole(ctx, t, g, rec); err != nil {
+						var de *DiscordError
+						if errors.As(err, &de) && de.Class == ClassPermanent {
+							// Reported; the members are still reconciled.
+							s.metrics.inc("role_errors")
+							s.log.ErrorContext(ctx, "cannot manage the role of a group", "tenant", t.ID, "guild", g.ID,
+								"group", key.ID, "code", de.Code, "error", permanentDetail(de))
+							continue
+						}
+						if errors.As(err, &de) && de.Class == ClassRateLimited {
+							return eventbus.Retry(err, de.RetryAfter)
+						}
+						return err
+					}
+				}
+			}
+		}
 		keys, err := s.store.ListKeys(ctx, eventbus.GroupMembersFilter(key.Tenant, key.ID))
 		if err != nil {
 			return fmt.Errorf("applier: members of group %s/%s: %w", key.Tenant, key.ID, err)
@@ -330,6 +354,19 @@ func (s *Service) planWith(ctx context.Context, t *tenants.Tenant, g tenants.Gui
 	s.noteRules(ctx, g.ID, res.GetRulesVersion())
 	p.managed = res.GetManagedRoleIds()
 	p.desired = res.GetRoleIds()
+	if s.cfg.AutoCreateRoles {
+		auto := s.autoRoles.groupRoles(ctx, s, t.ID, g.ID)
+		for _, id := range auto {
+			p.managed = append(p.managed, id)
+		}
+		if u.GetActive() && !deleted {
+			for _, gr := range groups {
+				if id, ok := auto[gr.GetId()]; ok {
+					p.desired = append(p.desired, id)
+				}
+			}
+		}
+	}
 	if p.policy != "" {
 		p.desired = nil // strip, kick and ban all remove the managed roles
 	}

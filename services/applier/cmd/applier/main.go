@@ -83,6 +83,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 		}
 		cfg.DriftInterval = d
 	}
+	cfg.AutoCreateRoles = strings.EqualFold(strings.TrimSpace(getenv("SCIMCORD_AUTO_CREATE_ROLES")), "true")
 	cfg.DriftDryRun = strings.EqualFold(strings.TrimSpace(getenv("SCIMCORD_DRIFT_DRY_RUN")), "true")
 	if v := getenv("SCIMCORD_BRAKE_MAX_COUNT"); v != "" {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
