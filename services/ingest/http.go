@@ -88,7 +88,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 func (s *Service) serveReady(w http.ResponseWriter, r *http.Request) {
 	ready := s.caughtUp.Load() && s.getStore() != nil
 	if ready {
-		if _, err := s.fetchLastSeq(r.Context()); err != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := s.fetchLastSeq(ctx); err != nil {
 			ready = false
 		}
 	}

@@ -395,6 +395,9 @@ func applyGroupPatch(doc map[string]any, ops []patchOp, members func() map[strin
 				}
 				continue
 			}
+			if pp.sub != nil && o.Op != "remove" {
+				continue // members[…].display and the like: read-only sub-attributes
+			}
 			if delta == nil {
 				delta = &memberDelta{set: map[string]bool{}}
 			}

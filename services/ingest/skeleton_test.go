@@ -3,6 +3,7 @@ package ingest_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -186,7 +187,24 @@ func TestNATSOutageNeverAcknowledgesALostWrite(t *testing.T) {
 	before := e.mustCreateUser("before@example.com")
 	gid := e.do("POST", "/Groups", map[string]any{"displayName": "Outage"}).str("id")
 
+	health := func(path string) int {
+		res, err := http.Get("http://" + e.svcs[0].Addr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if health("/readyz") != 200 || health("/healthz") != 200 {
+		t.Fatal("not ready before the outage")
+	}
 	e.nats.Shutdown()
+	if got := health("/readyz"); got != 503 {
+		t.Fatalf("/readyz with NATS down: %d, want 503", got)
+	}
+	if got := health("/healthz"); got != 200 {
+		t.Fatalf("/healthz with NATS down: %d, want 200", got)
+	}
 	writes := []struct {
 		name   string
 		method string
@@ -229,6 +247,7 @@ func TestNATSOutageNeverAcknowledgesALostWrite(t *testing.T) {
 	if r := e.do("GET", `/Users?filter=userName+eq+"during@example.com"`, nil); r.body["totalResults"] != float64(0) {
 		t.Fatalf("failed create is visible: %s", r.raw)
 	}
+	eventually(t, 10*time.Second, "/readyz after the restart", func() bool { return health("/readyz") == 200 })
 	var created resp
 	eventually(t, 10*time.Second, "a write after the restart", func() bool {
 		created = e.do("POST", "/Users", userBody("after@example.com"))
