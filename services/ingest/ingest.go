@@ -141,14 +141,15 @@ type Service struct {
 
 	stripes [256]sync.Mutex // uniqueness locks, by hash of the unique value
 
-	addrMu    sync.Mutex
-	addr      string
-	listening chan struct{}
-	ready     chan struct{}
-	readyOnce sync.Once
-	caughtUp  atomic.Bool
-	seq       *coalescer
-	metrics   *metrics
+	addrMu       sync.Mutex
+	addr         string
+	listening    chan struct{}
+	ready        chan struct{}
+	readyOnce    sync.Once
+	caughtUp     atomic.Bool
+	seq          *coalescer
+	metrics      *metrics
+	restartWatch chan struct{}
 }
 
 // New builds the service; it does no I/O (Run does).
@@ -185,6 +186,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s.seq = newCoalescer(s.fetchLastSeq)
 	s.metrics = newMetrics()
+	s.restartWatch = make(chan struct{}, 1)
 	s.handler = s.routes()
 	return s, nil
 }
@@ -302,13 +304,46 @@ func (s *Service) runStore(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
-	s.view.watch(ctx, s.getStore().KV(), func() {
+	go s.watchReconnects(ctx)
+	s.view.watch(ctx, s.getStore().KV(), s.restartWatch, func() {
 		s.caughtUp.Store(true)
 		s.readyOnce.Do(func() { close(s.ready) })
 	}, func(err error) {
 		s.caughtUp.Store(false)
 		s.log.WarnContext(ctx, "resource watch interrupted, restarting", "error", err)
 	})
+}
+
+// requestWatchRestart asks the view's watch to be re-created.
+func (s *Service) requestWatchRestart() {
+	select {
+	case s.restartWatch <- struct{}{}:
+	default:
+	}
+}
+
+// watchReconnects restarts the watch after the NATS connection reconnected:
+// the server may have lost the watch's ephemeral consumer.
+func (s *Service) watchReconnects(ctx context.Context) {
+	nc := s.deps.JS.Conn()
+	if nc == nil {
+		return
+	}
+	last := nc.Stats().Reconnects
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n := nc.Stats().Reconnects; n != last {
+				last = n
+				s.log.InfoContext(ctx, "NATS reconnected, resuming the resource watch")
+				s.requestWatchRestart()
+			}
+		}
+	}
 }
 
 // fetchLastSeq asks JetStream for the resource stream's last sequence.
@@ -339,7 +374,15 @@ func (s *Service) sync(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	_ = s.view.waitFor(ctx, seq)
+	wctx, wcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	err = s.view.waitFor(wctx, seq)
+	wcancel()
+	if err != nil && ctx.Err() == nil {
+		// The watch is behind the stream for too long: it may have lost its
+		// consumer; re-create it and wait for the rest of the deadline.
+		s.requestWatchRestart()
+		_ = s.view.waitFor(ctx, seq)
+	}
 }
 
 // coalescer shares one in-flight fetch among concurrent callers, starting a

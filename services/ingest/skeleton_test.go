@@ -257,3 +257,28 @@ func TestNATSOutageNeverAcknowledgesALostWrite(t *testing.T) {
 		t.Fatalf("created after restart not readable: %d", r.status)
 	}
 }
+
+// TestReplicaViewRecoversAfterNATSRestart: after an outage, each replica's
+// watch resumes, so writes made through one replica are seen by the other.
+func TestReplicaViewRecoversAfterNATSRestart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 2)
+	e.mustCreateUser("pre@example.com")
+	e.nats.Shutdown()
+	if err := e.nats.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	eventually(t, 10*time.Second, "a create after the restart", func() bool {
+		r := e.doOn(0, tokenA, "POST", "/Users", userBody("post@example.com"), nil)
+		id = r.str("id")
+		return r.status == 201
+	})
+	start := time.Now()
+	if r := e.doOn(1, tokenA, "GET", "/Users/"+id, nil, nil); r.status != 200 {
+		t.Fatalf("other replica after the restart: %d %s", r.status, r.raw)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("other replica needed %s to see the write (its watch did not resume)", d)
+	}
+}

@@ -294,33 +294,53 @@ func (v *view) waitFor(ctx context.Context, seq uint64) error {
 
 // watch keeps the view current until ctx ends. It calls caughtUp once the
 // initial values have been delivered (every time the watch is re-created).
-func (v *view) watch(ctx context.Context, kv jetstream.KeyValue, caughtUp func(), onErr func(error)) {
+// A signal on restart (NATS reconnected, or a reader found the view behind
+// the stream) re-creates the watch from the next revision the view needs.
+func (v *view) watch(ctx context.Context, kv jetstream.KeyValue, restart <-chan struct{}, caughtUp func(), onErr func(error)) {
 	for ctx.Err() == nil {
-		err := v.watchOnce(ctx, kv, caughtUp)
+		err := v.watchOnce(ctx, kv, restart, caughtUp)
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, errWatchRestart) {
+			continue
 		}
 		onErr(err)
 		select {
 		case <-ctx.Done():
 			return
+		case <-restart:
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }
 
-var errWatchClosed = errors.New("ingest: watch closed")
+var (
+	errWatchClosed  = errors.New("ingest: watch closed")
+	errWatchRestart = errors.New("ingest: watch restart requested")
+)
 
-func (v *view) watchOnce(ctx context.Context, kv jetstream.KeyValue, caughtUp func()) error {
-	w, err := kv.WatchAll(ctx)
+func (v *view) watchOnce(ctx context.Context, kv jetstream.KeyValue, restart <-chan struct{}, caughtUp func()) error {
+	v.mu.RLock()
+	from := v.watermark
+	v.mu.RUnlock()
+	var opts []jetstream.WatchOpt
+	if from > 0 {
+		// Records are applied idempotently by revision, so resuming from the
+		// next one loses nothing (History 1 keeps every key's latest record).
+		opts = append(opts, jetstream.ResumeFromRevision(from+1))
+	}
+	w, err := kv.WatchAll(ctx, opts...)
 	if err != nil {
-		return fmt.Errorf("ingest: watch bucket: %w", err)
+		return fmt.Errorf("ingest: watch bucket from revision %d: %w", from+1, err)
 	}
 	defer func() { _ = w.Stop() }()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-restart:
+			return errWatchRestart
 		case e, ok := <-w.Updates():
 			if !ok {
 				return errWatchClosed
