@@ -194,15 +194,14 @@ func handleOne(ctx context.Context, cfg ConsumeConfig, log *slog.Logger, h Handl
 			attribute.Int64("messaging.nats.delivered", int64(md.NumDelivered)))
 	}
 	err := h(ctx, msg)
-	sc := span.SpanContext()
 	switch {
 	case err == nil:
 		if aerr := msg.Ack(); aerr != nil {
-			log.WarnContext(ctx, "ack failed", "subject", msg.Subject(), "error", aerr, "trace_id", sc.TraceID().String())
+			log.WarnContext(ctx, "ack failed", "subject", msg.Subject(), "error", aerr)
 		}
 	case IsPermanent(err):
 		span.RecordError(err)
-		log.ErrorContext(ctx, "message terminated", "subject", msg.Subject(), "error", err, "trace_id", sc.TraceID().String())
+		log.ErrorContext(ctx, "message terminated", "subject", msg.Subject(), "error", err)
 		if cfg.OnTerm != nil {
 			cfg.OnTerm(ctx, msg, err)
 		}
@@ -214,7 +213,7 @@ func handleOne(ctx context.Context, cfg ConsumeConfig, log *slog.Logger, h Handl
 			delay = cfg.Backoff(deliveries)
 		}
 		log.WarnContext(ctx, "message will be retried", "subject", msg.Subject(), "error", err,
-			"delay", delay, "deliveries", deliveries, "trace_id", sc.TraceID().String())
+			"delay", delay, "deliveries", deliveries)
 		_ = msg.NakWithDelay(delay)
 	}
 }
