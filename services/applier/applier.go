@@ -204,6 +204,8 @@ type Service struct {
 
 	ready atomic.Bool
 	mu    sync.Mutex
+	// admin is the state of the operator API (admin.go).
+	admin *adminState
 }
 
 // New checks the configuration and dependencies and builds the service.
@@ -229,11 +231,17 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if tp == nil {
 		tp = noop.NewTracerProvider()
 	}
+	deps.TracerProvider = tp
 	m := newMetrics()
 	lim := NewLimiter(cfg.GlobalRPS, cfg.GlobalWindow, cfg.MaxRateWait)
 	dc, err := newDiscord(deps.BotToken, deps.HTTPClient, lim, m, cfg.RequestTimeout)
 	if err != nil {
 		return nil, err
+	}
+	inv := newInvalidWindow()
+	if lt, ok := dc.s.Client.Transport.(*limitTransport); ok {
+		// Inside the limiter: the span sees the raw rate-limit headers.
+		lt.base = &spanTransport{base: lt.base, tracer: tp.Tracer("github.com/scimcord/scimcord/services/applier/discord"), invalid: inv}
 	}
 	return &Service{
 		cfg: cfg, deps: deps, log: log.With("service", "applier"),
@@ -242,6 +250,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		pageSize: membersPage, id: replicaID(),
 		autoRoles: &autoRoleCache{at: map[string]time.Time{}, roles: map[string]map[string]string{}},
 		brake:     newBrake(cfg.BrakeMaxCount, cfg.BrakeMaxShare, cfg.BrakeWindow),
+		admin:     &adminState{invalid: inv},
 	}, nil
 }
 
@@ -324,6 +333,8 @@ func (s *Service) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.driftLoop(ctx) }()
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); s.serveAdmin(ctx) }()
 	s.ready.Store(true)
 	s.log.InfoContext(ctx, "applier started", "durable", s.cfg.Durable, "workers", s.cfg.Workers, "global_rps", s.cfg.GlobalRPS)
 	done := make(chan error, 1)
@@ -336,6 +347,9 @@ func (s *Service) Run(ctx context.Context) error {
 			Backoff:  s.backoff,
 			SpanName: "applier.process",
 			Logger:   s.log,
+			// The processing span is a child of the publish span (W3C
+			// context in the message headers), made by our own provider.
+			TracerProvider: s.deps.TracerProvider,
 		}, s.handle)
 	}()
 	var err error

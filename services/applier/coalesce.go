@@ -3,6 +3,9 @@ package applier
 import (
 	"context"
 	"sync"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // coalescer serialises the reconciles of one member and coalesces the
@@ -24,6 +27,9 @@ type coalesceEntry struct {
 	// result of the last failed run and the generation it had read
 	errGen uint64
 	err    error
+	// links are the span contexts of the messages waiting on this member,
+	// by generation: the reconcile that covers them links to each.
+	links map[uint64]trace.SpanContext
 }
 
 func newCoalescer() *coalescer { return &coalescer{m: map[string]*coalesceEntry{}} }
@@ -44,8 +50,15 @@ func (c *coalescer) Do(ctx context.Context, key string, fn runFunc) error {
 	e.gen++
 	my := e.gen
 	e.refs++
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		if e.links == nil {
+			e.links = map[uint64]trace.SpanContext{}
+		}
+		e.links[my] = sc
+	}
 	defer func() {
 		c.mu.Lock()
+		delete(e.links, my)
 		e.refs--
 		if e.refs == 0 && !e.running {
 			delete(c.m, key)
@@ -55,6 +68,7 @@ func (c *coalescer) Do(ctx context.Context, key string, fn runFunc) error {
 	for {
 		if e.doneGen >= my {
 			c.mu.Unlock()
+			trace.SpanFromContext(ctx).SetAttributes(attribute.Bool("scimcord.coalesced", true))
 			return nil
 		}
 		if e.err != nil && e.errGen >= my {
@@ -66,7 +80,23 @@ func (c *coalescer) Do(ctx context.Context, key string, fn runFunc) error {
 			e.running = true
 			var read uint64
 			c.mu.Unlock()
-			mark := func() { c.mu.Lock(); read = e.gen; c.mu.Unlock() }
+			linked := map[uint64]bool{my: true}
+			mark := func() {
+				c.mu.Lock()
+				read = e.gen
+				var ls []trace.Link
+				for g, sc := range e.links {
+					if g <= read && !linked[g] {
+						linked[g] = true
+						ls = append(ls, trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{attribute.Bool("scimcord.coalesced", true)}})
+					}
+				}
+				c.mu.Unlock()
+				span := trace.SpanFromContext(ctx)
+				for _, l := range ls {
+					span.AddLink(l)
+				}
+			}
 			stale := func() bool { c.mu.Lock(); defer c.mu.Unlock(); return e.gen > read }
 			err := fn(ctx, mark, stale)
 			c.mu.Lock()

@@ -169,10 +169,12 @@ func (d *discord) opts(ctx context.Context, t *Ticket, reason string) []discordg
 }
 
 func (d *discord) call(ctx context.Context, route Route, op string, f func(t *Ticket) error) error {
+	start := time.Now()
 	t, err := d.limiter.Acquire(ctx, route)
 	if err != nil {
 		return classify(op, err)
 	}
+	t.waited = time.Since(start)
 	if err := f(t); err != nil {
 		t.Cancel() // no-op when the transport observed the response
 		return classify(op, err)

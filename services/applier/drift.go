@@ -226,6 +226,7 @@ func (s *Service) driftLoop(ctx context.Context) {
 		for _, tn := range s.deps.Tenants.All() {
 			for _, g := range tn.Guilds {
 				rep, err := s.Repair(ctx, tn.ID, g.ID, s.cfg.DriftDryRun)
+				s.admin.noteRepair(rep, err)
 				if err != nil {
 					s.log.WarnContext(ctx, "drift repair failed", "tenant", tn.ID, "guild", g.ID, "error", err)
 					continue

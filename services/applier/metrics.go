@@ -100,5 +100,6 @@ func (s *Service) MetricsHandler() http.Handler {
 		fmt.Fprintf(w, "# TYPE scimcord_applier_ratelimit_429_total counter\nscimcord_applier_ratelimit_429_total %d\n", m.Limiter.RateLimited)
 		fmt.Fprintf(w, "# TYPE scimcord_applier_ratelimit_waits_total counter\nscimcord_applier_ratelimit_waits_total %d\n", m.Limiter.Waits)
 		fmt.Fprintf(w, "# TYPE scimcord_applier_ratelimit_deferred_total counter\nscimcord_applier_ratelimit_deferred_total %d\n", m.Limiter.Deferred)
+		s.writeAdminMetrics(r.Context(), w)
 	})
 }

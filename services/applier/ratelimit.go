@@ -139,6 +139,8 @@ type Ticket struct {
 	epoch   uint64
 	probing bool
 	done    bool
+	// waited is how long Acquire took (a span attribute of the call).
+	waited time.Duration
 }
 
 // SetShare sets the number of replicas sharing the bot's limits (n <= 0

@@ -1,0 +1,140 @@
+package applier
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// spanTransport makes one client span per Discord HTTP call, a child of the
+// reconcile that made it, with the route, the rate-limit bucket, the time the
+// limiter made the call wait, the status and Discord's JSON error code. It
+// records no header (the Authorization header carries the bot token) and no
+// body. It also counts Discord's invalid requests (401, 403, 429).
+type spanTransport struct {
+	base    http.RoundTripper
+	tracer  trace.Tracer
+	invalid *invalidWindow
+}
+
+func (t *spanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	tmpl := routeTemplate(req.URL.Path)
+	route := req.Method + " " + tmpl
+	attrs := []attribute.KeyValue{
+		attribute.String("http.request.method", req.Method),
+		attribute.String("url.template", tmpl),
+		attribute.String("server.address", req.URL.Hostname()),
+		attribute.String("discord.route", route),
+	}
+	if g := majorOf(req.URL.Path); g != "" {
+		attrs = append(attrs, attribute.String("discord.guild_id", g))
+	}
+	if tk, _ := req.Context().Value(ticketKey{}).(*Ticket); tk != nil {
+		attrs = append(attrs, attribute.Float64("discord.ratelimit.wait_ms", float64(tk.waited.Microseconds())/1000))
+	}
+	ctx, span := t.tracer.Start(req.Context(), "discord "+route, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	defer span.End()
+	resp, err := t.base.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		span.SetStatus(codes.Error, "transport error")
+		span.SetAttributes(attribute.String("error.type", "transport"))
+		return nil, err
+	}
+	span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
+	if b := resp.Header.Get("X-RateLimit-Bucket"); b != "" {
+		span.SetAttributes(attribute.String("discord.ratelimit.bucket", b))
+	}
+	if v := resp.Header.Get("X-RateLimit-Remaining"); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			span.SetAttributes(attribute.Int("discord.ratelimit.remaining", n))
+		}
+	}
+	if v := resp.Header.Get("X-RateLimit-Scope"); v != "" {
+		span.SetAttributes(attribute.String("discord.ratelimit.scope", v))
+	}
+	switch resp.StatusCode {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests:
+		t.invalid.add(time.Now())
+	}
+	if resp.StatusCode >= 400 {
+		span.SetStatus(codes.Error, http.StatusText(resp.StatusCode))
+		span.SetAttributes(attribute.String("error.type", strconv.Itoa(resp.StatusCode)))
+		if code, ok := peekCode(resp); ok {
+			span.SetAttributes(attribute.Int("discord.error_code", code))
+		}
+	}
+	return resp, nil
+}
+
+// peekCode reads Discord's JSON error code from an error response and puts
+// the body back for discordgo.
+func peekCode(resp *http.Response) (int, bool) {
+	if resp.Body == nil {
+		return 0, false
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	rest := resp.Body
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(data), rest), rest}
+	if err != nil {
+		return 0, false
+	}
+	var body struct {
+		Code *int `json:"code"`
+	}
+	if json.Unmarshal(data, &body) != nil || body.Code == nil {
+		return 0, false
+	}
+	return *body.Code, true
+}
+
+// invalidWindow counts events over the last ten minutes in 10-second slots.
+type invalidWindow struct {
+	mu    sync.Mutex
+	slots [60]struct {
+		at int64 // slot number (unix seconds / 10)
+		n  int
+	}
+}
+
+func newInvalidWindow() *invalidWindow { return &invalidWindow{} }
+
+func (w *invalidWindow) add(now time.Time) {
+	if w == nil {
+		return
+	}
+	at := now.Unix() / 10
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := &w.slots[at%60]
+	if s.at != at {
+		s.at, s.n = at, 0
+	}
+	s.n++
+}
+
+func (w *invalidWindow) count(now time.Time) int {
+	if w == nil {
+		return 0
+	}
+	at := now.Unix() / 10
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, s := range w.slots {
+		if s.at > at-60 && s.at <= at {
+			n += s.n
+		}
+	}
+	return n
+}

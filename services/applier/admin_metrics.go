@@ -1,0 +1,42 @@
+package applier
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/scimcord/scimcord/pkg/eventbus"
+)
+
+// writeAdminMetrics adds the gauges the alerts and the dashboard use
+// (deploy/prometheus, deploy/grafana): members by sync status, the consumer
+// lag by consumer name and Discord's invalid requests of the last 10 minutes.
+func (s *Service) writeAdminMetrics(ctx context.Context, w io.Writer) {
+	fmt.Fprintln(w, "# HELP scimcord_applier_members Members by tenant, guild and sync status.")
+	fmt.Fprintln(w, "# TYPE scimcord_applier_members gauge")
+	counts := s.MemberCounts()
+	keys := make([][3]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		return a[0]+"|"+a[1]+"|"+a[2] < b[0]+"|"+b[1]+"|"+b[2]
+	})
+	for _, k := range keys {
+		fmt.Fprintf(w, "scimcord_applier_members{tenant=%q,guild=%q,status=%q} %d\n", k[0], k[1], k[2], counts[k])
+	}
+	if c, err := s.deps.JS.Consumer(ctx, eventbus.ResourceStream, s.cfg.Durable); err == nil {
+		if info, err := c.Info(ctx); err == nil {
+			fmt.Fprintln(w, "# HELP scimcord_applier_consumer_pending Records not yet delivered to the consumer (lag).")
+			fmt.Fprintln(w, "# TYPE scimcord_applier_consumer_pending gauge")
+			fmt.Fprintf(w, "scimcord_applier_consumer_pending{consumer=%q} %d\n", s.cfg.Durable, info.NumPending)
+			fmt.Fprintln(w, "# TYPE scimcord_applier_consumer_redelivered gauge")
+			fmt.Fprintf(w, "scimcord_applier_consumer_redelivered{consumer=%q} %d\n", s.cfg.Durable, info.NumRedelivered)
+		}
+	}
+	fmt.Fprintln(w, "# HELP scimcord_applier_discord_invalid_requests_10m Discord 401/403/429 answers in the last 10 minutes (ban at 10000).")
+	fmt.Fprintln(w, "# TYPE scimcord_applier_discord_invalid_requests_10m gauge")
+	fmt.Fprintf(w, "scimcord_applier_discord_invalid_requests_10m %d\n", s.InvalidRequests10m())
+}
