@@ -20,7 +20,8 @@ help: ## list the targets
 
 .PHONY: run
 run: ## run the whole system in one process (embedded NATS, the three services, the Discord emulator)
-	go run ./services/scimcord/cmd/scimcord
+	@mkdir -p bin && go build -o bin/scimcord ./services/scimcord/cmd/scimcord
+	./bin/scimcord
 
 .PHONY: test
 test: lint checkgenerate chart gotest ## everything CI runs: lint, generated code fresh, chart, all Go tests
