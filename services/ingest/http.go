@@ -48,6 +48,10 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveReady(w, r)
 		return
 	}
+	if s.deps.Admin != nil && (r.URL.Path == "/admin" || strings.HasPrefix(r.URL.Path, "/admin/")) {
+		s.deps.Admin.ServeHTTP(w, r)
+		return
+	}
 	ctx := propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	ctx, span := s.tracer.Start(ctx, "SCIM "+r.Method, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
@@ -274,7 +278,12 @@ func (s *Service) writeError(q *request, err error) {
 	if e.Status >= 500 {
 		trace.SpanFromContext(q.ctx).RecordError(err)
 	}
-	data, _ := json.Marshal(errorBody(e))
+	body := errorBody(e)
+	if sc := trace.SpanContextFromContext(q.ctx); sc.IsValid() {
+		// The IdP's provisioning log keeps the detail: it points at the trace.
+		body["detail"] = e.Detail + " (trace_id " + sc.TraceID().String() + ")"
+	}
+	data, _ := json.Marshal(body)
 	q.w.Header().Set("Content-Type", contentTypeSCIM)
 	q.w.WriteHeader(e.Status)
 	_, _ = q.w.Write(data)

@@ -123,6 +123,9 @@ type Deps struct {
 	TracerProvider trace.TracerProvider
 	// Roles lists a tenant's managed Discord roles for /Roles (nil: none).
 	Roles func(ctx context.Context, tenantID string) ([]Role, error)
+	// Admin serves the operator API and status page under /admin/ (nil:
+	// 404). It authenticates with its own credential (services/ingest/admin).
+	Admin http.Handler
 }
 
 // Service is the SCIM service provider.
@@ -290,7 +293,9 @@ func (s *Service) runStore(ctx context.Context) {
 		}
 		if err == nil {
 			s.storeMu.Lock()
-			s.store, s.claims, s.stream = st, claims, stream
+			// Every write is a producer span of ingest's provider, a child
+			// of the request's server span; the applier continues the trace.
+			s.store, s.claims, s.stream = st.WithTracerProvider(s.deps.TracerProvider), claims, stream
 			s.storeMu.Unlock()
 			break
 		}

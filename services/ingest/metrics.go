@@ -17,6 +17,24 @@ type metrics struct {
 	mu       sync.Mutex
 	requests map[reqKey]*reqStat
 	writes   map[string]int64 // ok, conflict, unavailable
+	// published counts events written, by kind (user, group, membership).
+	published map[string]int64
+	// latency is the request duration histogram (latencyBuckets, +Inf last).
+	latency      [len(latencyBuckets) + 1]int64
+	latencySum   float64
+	latencyCount int64
+}
+
+// latencyBuckets are the upper bounds (seconds) of the request duration histogram.
+var latencyBuckets = [...]float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+func (m *metrics) publish(kind string) {
+	m.mu.Lock()
+	if m.published == nil {
+		m.published = map[string]int64{}
+	}
+	m.published[kind]++
+	m.mu.Unlock()
 }
 
 type reqKey struct{ method, resource, status string }
@@ -40,6 +58,13 @@ func (m *metrics) request(method, resource string, status int, d time.Duration) 
 	}
 	st.count++
 	st.seconds += d.Seconds()
+	i := 0
+	for i < len(latencyBuckets) && d.Seconds() > latencyBuckets[i] {
+		i++
+	}
+	m.latency[i]++
+	m.latencySum += d.Seconds()
+	m.latencyCount++
 	m.mu.Unlock()
 }
 
@@ -101,6 +126,22 @@ func (s *Service) WritePrometheus(w io.Writer) {
 	for _, r := range []string{"ok", "conflict", "unavailable"} {
 		fmt.Fprintf(w, "scimcord_ingest_store_writes_total{result=%q} %d\n", r, s.metrics.writes[r])
 	}
+	fmt.Fprintln(w, "# HELP scimcord_ingest_events_published_total Events (state changes) written to JetStream, by kind.")
+	fmt.Fprintln(w, "# TYPE scimcord_ingest_events_published_total counter")
+	for _, k := range []string{"user", "group", "membership"} {
+		fmt.Fprintf(w, "scimcord_ingest_events_published_total{kind=%q} %d\n", k, s.metrics.published[k])
+	}
+	fmt.Fprintln(w, "# HELP scimcord_ingest_request_duration_seconds SCIM request latency.")
+	fmt.Fprintln(w, "# TYPE scimcord_ingest_request_duration_seconds histogram")
+	var cum int64
+	for i, le := range latencyBuckets {
+		cum += s.metrics.latency[i]
+		fmt.Fprintf(w, "scimcord_ingest_request_duration_seconds_bucket{le=\"%g\"} %d\n", le, cum)
+	}
+	cum += s.metrics.latency[len(latencyBuckets)]
+	fmt.Fprintf(w, "scimcord_ingest_request_duration_seconds_bucket{le=\"+Inf\"} %d\n", cum)
+	fmt.Fprintf(w, "scimcord_ingest_request_duration_seconds_sum %g\n", s.metrics.latencySum)
+	fmt.Fprintf(w, "scimcord_ingest_request_duration_seconds_count %d\n", s.metrics.latencyCount)
 	s.metrics.mu.Unlock()
 	s.view.mu.RLock()
 	wm := s.view.watermark

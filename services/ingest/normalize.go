@@ -185,6 +185,18 @@ func normalizeSingle(urn string, a *attr, v any) (any, error) {
 	if v == nil {
 		return nil, nil
 	}
+	if arr, ok := v.([]any); ok && !a.Multi {
+		// Dialect "single value as a one-element array" (Entra sends the
+		// manager as [{"value": "…"}]); an empty array clears the attribute.
+		switch len(arr) {
+		case 0:
+			return nil, nil
+		case 1:
+			v = arr[0]
+		default:
+			return nil, badRequest(scimInvalidValue, "%s is single-valued", a.Name)
+		}
+	}
 	if a.Type == tComplex {
 		obj, ok := v.(map[string]any)
 		if !ok {
