@@ -340,3 +340,61 @@ func TestEndToEnd_DataSurvivesRestart(t *testing.T) {
 		t.Fatalf("emulator state after restart: %v", r)
 	}
 }
+
+// TestRun_RefusesADataDirInUse keeps a second instance off a data directory
+// (one JetStream store, one emulator state file) that another one is using.
+func TestRun_RefusesADataDirInUse(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	startSystem(t, dir)
+	cfg := scimcord.DefaultConfig()
+	cfg.DataDir, cfg.HTTPAddr, cfg.EmulatorAddr = dir, "127.0.0.1:0", "127.0.0.1:0"
+	cfg.MappingFile, cfg.FixtureFile = "../../deploy/dev/mapping.yaml", "../../deploy/dev/guild.yaml"
+	sys, err := scimcord.New(cfg, scimcord.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sys.Run(ctx); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second instance on the same data dir: got %v, want an 'in use' error", err)
+	}
+}
+
+// TestRun_GeneratedTokenSurvivesRestart: an IdP configured with the generated
+// dev token keeps working after a restart.
+func TestRun_GeneratedTokenSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	start := func() (*scimcord.System, func()) {
+		cfg := scimcord.DefaultConfig()
+		cfg.DataDir, cfg.HTTPAddr, cfg.EmulatorAddr = dir, "127.0.0.1:0", "127.0.0.1:0"
+		cfg.MappingFile, cfg.FixtureFile = "../../deploy/dev/mapping.yaml", "../../deploy/dev/guild.yaml"
+		var out strings.Builder
+		sys, err := scimcord.New(cfg, scimcord.Deps{Out: &out})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- sys.Run(ctx) }()
+		select {
+		case <-sys.Ready():
+		case err := <-done:
+			t.Fatalf("not ready: %v", err)
+		}
+		return sys, func() { cancel(); <-done }
+	}
+	sys, stop := start()
+	first := sys.Token()
+	if !strings.HasPrefix(first, "scd_") || len(first) < 40 {
+		t.Fatalf("generated token %q", first)
+	}
+	stop()
+	sys2, stop2 := start()
+	defer stop2()
+	if sys2.Token() != first {
+		t.Fatal("the generated token changed across a restart")
+	}
+	scimClient{t: t, base: sys2.BaseURL(), token: first}.mustDo("GET", "/Users", nil, 200)
+}

@@ -3,7 +3,7 @@ package scimcord
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +11,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -46,16 +48,17 @@ type System struct {
 	cfg  Config
 	deps Deps
 
-	mu       sync.Mutex
-	ready    chan struct{}
-	baseURL  string
-	token    string
-	emu      *discordemu.Emulator
-	ingest   *ingest.Service
-	applier  *applier.Service
-	mapping  *mapping.Service
-	nats     *natsembed.Server
-	tenantID string
+	mu        sync.Mutex
+	ready     chan struct{}
+	baseURL   string
+	token     string
+	emu       *discordemu.Emulator
+	ingest    *ingest.Service
+	applier   *applier.Service
+	mapping   *mapping.Service
+	nats      *natsembed.Server
+	tenantID  string
+	generated bool
 }
 
 // New validates cfg. Nothing starts before Run.
@@ -97,6 +100,11 @@ func (s *System) Run(ctx context.Context) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("scimcord: data dir %s: %w", cfg.DataDir, err)
 	}
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 
 	// NATS JetStream, persisted under the data directory.
 	ns, err := natsembed.Start(natsembed.Config{StoreDir: filepath.Join(cfg.DataDir, "nats"), Port: cfg.NATSPort})
@@ -243,7 +251,12 @@ func (s *System) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	fmt.Fprintf(s.deps.Out, "scimcord is running\n  SCIM base URL: %s\n", s.baseURL)
 	if cfg.TenantsFile == "" && cfg.DevToken == "" {
-		fmt.Fprintf(s.deps.Out, "  SCIM token (generated; set SCIMCORD_DEV_TOKEN to choose one): %s\n", token)
+		if s.generated {
+			fmt.Fprintf(s.deps.Out, "  SCIM token (generated, kept in %s; set SCIMCORD_DEV_TOKEN to choose one): %s\n",
+				filepath.Join(cfg.DataDir, "dev-token"), token)
+		} else {
+			fmt.Fprintf(s.deps.Out, "  SCIM token: the one generated at first start, in %s\n", filepath.Join(cfg.DataDir, "dev-token"))
+		}
 	}
 	if emu != nil {
 		fmt.Fprintf(s.deps.Out, "  Discord emulator: %s (state: %s/_emu/guilds/%s/state)\n", emu.URL(), emu.URL(), guildID)
@@ -265,11 +278,10 @@ func (s *System) tenants(guildID string) (*tenants.Set, string, error) {
 	}
 	token := s.cfg.DevToken
 	if token == "" {
-		b := make([]byte, 24)
-		if _, err := rand.Read(b); err != nil {
-			return nil, "", fmt.Errorf("scimcord: generate a token: %w", err)
+		var err error
+		if token, s.generated, err = devToken(filepath.Join(s.cfg.DataDir, "dev-token")); err != nil {
+			return nil, "", err
 		}
-		token = base64.RawURLEncoding.EncodeToString(b)
 	}
 	ts, err := tenants.New(&tenants.Tenant{
 		ID: DevTenantID, Name: "Development", TokenSHA256: []string{tenants.HashToken(token)},
@@ -279,6 +291,39 @@ func (s *System) tenants(guildID string) (*tenants.Set, string, error) {
 		return nil, "", fmt.Errorf("scimcord: dev tenant: %w", err)
 	}
 	return ts, token, nil
+}
+
+// devToken returns the dev tenant's generated token, kept in path (mode 0600)
+// so that an IdP configured with it keeps working across restarts; generated
+// reports whether it was made now.
+func devToken(path string) (token string, generated bool, err error) {
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= 32 {
+		return strings.TrimSpace(string(b)), false, nil
+	}
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", false, fmt.Errorf("scimcord: generate a token: %w", err)
+	}
+	token = "scd_" + hex.EncodeToString(b)
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", false, fmt.Errorf("scimcord: keep the generated token in %s: %w", path, err)
+	}
+	return token, true, nil
+}
+
+// lockDataDir takes an exclusive lock on the data directory, so that two
+// instances never share one JetStream store or emulator state file.
+func lockDataDir(dir string) (func(), error) {
+	path := filepath.Join(dir, "lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("scimcord: lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("scimcord: data dir %s is in use by another scimcord (SCIMCORD_DATA_DIR): %w", dir, err)
+	}
+	return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
 
 type fixtureInfo struct{ botToken, guildID string }
