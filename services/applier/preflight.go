@@ -2,6 +2,7 @@ package applier
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -155,54 +156,70 @@ type guildInfo struct {
 	positions map[string]int
 }
 
-// protected says why a member must not be changed ("" = it may be).
+// protected says why a member must not be changed ("" = it may be); a guild
+// whose owner and role positions cannot be read counts as protected.
 func (s *Service) protected(ctx context.Context, guild, discordID string, roles []string) string {
+	why, err := s.protection(ctx, guild, discordID, roles)
+	if err != nil {
+		return err.Error()
+	}
+	return why
+}
+
+// errGuildUnknown means the guild's owner and role positions are not known
+// yet; changes wait (fail-safe) and are retried.
+var errGuildUnknown = errors.New("applier: the guild's owner and role positions cannot be read yet")
+
+// protection says why a member must not be changed ("" = it may be). An
+// error means it cannot tell yet: the caller retries rather than risk it.
+func (s *Service) protection(ctx context.Context, guild, discordID string, roles []string) (string, error) {
 	s.mu.Lock()
 	gi := s.guildInfo[guild]
 	s.mu.Unlock()
 	if gi == nil {
 		s.mu.Lock()
-		recent := time.Since(s.infoTried[guild]) < 30*time.Second
+		recent := time.Since(s.infoTried[guild]) < 5*time.Second
 		if s.infoTried == nil {
 			s.infoTried = map[string]time.Time{}
 		}
-		if !recent {
-			s.infoTried[guild] = time.Now()
-		}
 		s.mu.Unlock()
 		if recent {
-			return "" // the last attempt failed just now; do not add calls to every reconcile
+			// The last attempt failed just now; do not add calls to every reconcile.
+			return "", errGuildUnknown
 		}
 		rep := PreflightReport{Guild: guild}
 		id, err := s.dc.Me(ctx)
-		if err != nil {
-			return ""
-		}
-		rep.BotUserID = id
-		for _, t := range s.deps.Tenants.All() {
-			for _, g := range t.Guilds {
-				if g.ID == guild {
-					rep.Tenant = t.ID
+		if err == nil {
+			rep.BotUserID = id
+			for _, t := range s.deps.Tenants.All() {
+				for _, g := range t.Guilds {
+					if g.ID == guild {
+						rep.Tenant = t.ID
+					}
 				}
 			}
-		}
-		if err := s.preflightGuild(ctx, &rep); err != nil {
-			return ""
+			err = s.preflightGuild(ctx, &rep)
 		}
 		s.mu.Lock()
 		gi = s.guildInfo[guild]
+		if gi == nil {
+			s.infoTried[guild] = time.Now()
+		}
 		s.mu.Unlock()
 		if gi == nil {
-			return ""
+			if err == nil {
+				err = errGuildUnknown
+			}
+			return "", fmt.Errorf("%w: %w", errGuildUnknown, err)
 		}
 	}
 	if discordID == gi.owner {
-		return "the guild owner is never changed by scimcord"
+		return "the guild owner is never changed by scimcord", nil
 	}
 	for _, r := range roles {
 		if p, ok := gi.positions[r]; ok && p >= gi.botTop {
-			return fmt.Sprintf("the member has role %s at or above the bot's highest role; scimcord never changes such members", r)
+			return fmt.Sprintf("the member has role %s at or above the bot's highest role; scimcord never changes such members", r), nil
 		}
 	}
-	return ""
+	return "", nil
 }

@@ -235,7 +235,11 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 		}
 		route, op := s.route(g.ID, p)
 		if op != "" && p.inGuild {
-			if why := s.protected(ctx, g.ID, p.discordID, p.current); why != "" {
+			why, err := s.protection(ctx, g.ID, p.discordID, p.current)
+			if err != nil {
+				return s.fail(ctx, log, st, p, err) // retried: never change a member we cannot verify
+			}
+			if why != "" {
 				st.State, st.Code, st.Detail = StateFailed, 0, why
 				return s.putStatus(ctx, st)
 			}
