@@ -51,13 +51,21 @@ func testTenants(t testing.TB) *tenants.Set {
 // newEnv starts NATS and n ingest replicas on loopback ports.
 func newEnv(t testing.TB, n int, mutate ...func(*ingest.Config, *ingest.Deps)) *env {
 	t.Helper()
+	// The recommended client: no reconnect buffer (README).
+	return newEnvWith(t, n, []nats.Option{nats.ReconnectBufSize(-1)}, mutate...)
+}
+
+// newEnvWith is newEnv with extra NATS client options.
+func newEnvWith(t testing.TB, n int, natsOpts []nats.Option, mutate ...func(*ingest.Config, *ingest.Deps)) *env {
+	t.Helper()
 	ns, err := natsembed.Start(natsembed.Config{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(ns.Shutdown)
 	e := &env{t: t, nats: ns, ts: testTenants(t)}
-	nc, err := nats.Connect(ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.RetryOnFailedConnect(true), nats.ReconnectBufSize(-1))
+	opts := append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond), nats.RetryOnFailedConnect(true)}, natsOpts...)
+	nc, err := nats.Connect(ns.URL(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -356,6 +356,9 @@ func (s *Service) fetchLastSeq(ctx context.Context) (uint64, error) {
 	s.storeMu.RLock()
 	st := s.stream
 	s.storeMu.RUnlock()
+	if !s.connected() {
+		return 0, fmt.Errorf("ingest: stream info: NATS not connected: %w", eventbus.ErrUnavailable)
+	}
 	if st == nil {
 		return 0, fmt.Errorf("ingest: stream %s not open: %w", eventbus.ResourceStream, eventbus.ErrUnavailable)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+
+	"github.com/nats-io/nats.go"
 	"strings"
 	"testing"
 	"time"
@@ -183,7 +185,22 @@ func sorted(s []string) []string {
 // not store; after NATS is back, nothing is half-written and writes succeed.
 func TestNATSOutageNeverAcknowledgesALostWrite(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, 1)
+	cases := []struct {
+		name string
+		opts []nats.Option
+	}{
+		{"client without reconnect buffer (recommended)", []nats.Option{nats.ReconnectBufSize(-1)}},
+		{"client with nats.go's default reconnect buffer", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testNATSOutage(t, newEnvWith(t, 1, tc.opts))
+		})
+	}
+}
+
+func testNATSOutage(t *testing.T, e *env) {
 	before := e.mustCreateUser("before@example.com")
 	gid := e.do("POST", "/Groups", map[string]any{"displayName": "Outage"}).str("id")
 

@@ -36,6 +36,12 @@ func (s *Service) put(ctx context.Context, ev *eventv1.Event, expectedRev uint64
 	if st == nil {
 		return 0, fmt.Errorf("ingest: store not open: %w", eventbus.ErrUnavailable)
 	}
+	if !s.connected() {
+		// Do not hand the write to a reconnecting client: with a reconnect
+		// buffer it would be sent after we answered 503.
+		s.metrics.write("unavailable")
+		return 0, fmt.Errorf("ingest: put %s: NATS not connected: %w", keyOf(ev), eventbus.ErrUnavailable)
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
 	rev, err := st.Put(ctx, keyOf(ev), ev, expectedRev)
@@ -56,6 +62,14 @@ func (s *Service) put(ctx context.Context, ev *eventv1.Event, expectedRev uint64
 	}
 	s.view.apply(ev, rev)
 	return rev, nil
+}
+
+// connected reports whether the NATS connection is up. Requests are not
+// handed to a reconnecting client: with nats.go's reconnect buffer they
+// would wait, or be sent after we answered.
+func (s *Service) connected() bool {
+	nc := s.deps.JS.Conn()
+	return nc == nil || nc.IsConnected()
 }
 
 // refresh reads a key from JetStream into the view (after a lost CAS race).

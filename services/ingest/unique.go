@@ -51,6 +51,9 @@ func (s *Service) claim(ctx context.Context, tenant, kind, value, owner string) 
 	if value == "" || s.claims == nil {
 		return nil
 	}
+	if !s.connected() {
+		return fmt.Errorf("ingest: claim: NATS not connected: %w", eventbus.ErrUnavailable)
+	}
 	key := claimKey(tenant, kind, value)
 	mine, _ := json.Marshal(claim{Owner: owner, At: time.Now().UTC()})
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
