@@ -14,13 +14,10 @@ const (
 	scimInvalidFilter = "invalidFilter"
 	scimTooMany       = "tooMany"
 	scimUniqueness    = "uniqueness"
-	scimMutability    = "mutability"
 	scimInvalidSyntax = "invalidSyntax"
 	scimInvalidPath   = "invalidPath"
 	scimNoTarget      = "noTarget"
 	scimInvalidValue  = "invalidValue"
-	scimInvalidVers   = "invalidVers"
-	scimSensitive     = "sensitive"
 )
 
 // Error is a SCIM protocol error: an HTTP status, an optional scimType and a

@@ -10,8 +10,6 @@ import (
 	filter "github.com/scim2/filter-parser/v2"
 )
 
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
-
 // cand is a list candidate.
 type cand struct {
 	id      string

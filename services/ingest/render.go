@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -372,7 +373,7 @@ func jsonText(v any) string {
 	case string:
 		return x
 	}
-	b, _ := jsonMarshal(v)
+	b, _ := json.Marshal(v)
 	return string(b)
 }
 

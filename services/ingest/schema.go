@@ -14,9 +14,6 @@ const (
 	SchemaDiscord     = "urn:ietf:params:scim:schemas:extension:discord:2.0:User"
 	schemaListResp    = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 	schemaError       = "urn:ietf:params:scim:api:messages:2.0:Error"
-	schemaPatchOp     = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-	schemaSearchReq   = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
-	schemaBulkReq     = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 	schemaBulkResp    = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
 	schemaSPC         = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
 	schemaResType     = "urn:ietf:params:scim:schemas:core:2.0:ResourceType"
@@ -35,7 +32,6 @@ const (
 	tDateTime  attrType = "dateTime"
 	tReference attrType = "reference"
 	tComplex   attrType = "complex"
-	tBinary    attrType = "binary"
 )
 
 // attr describes one attribute; the same table drives /Schemas, the

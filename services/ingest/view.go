@@ -51,7 +51,6 @@ type tenantView struct {
 	memberRev     map[string]uint64              // "group/user" → revision of the membership record
 	memberDisplay map[string]string              // "group/user" → display the IdP sent, if any
 	deleted       map[string]struct{}            // ids of deleted users and groups
-	memberCounts  int
 }
 
 func newTenantView() *tenantView {
@@ -233,9 +232,6 @@ func (t *tenantView) applyMembership(ev *eventv1.Event, m *eventv1.Membership, r
 	}
 	t.memberRev[k] = rev
 	if m.GetMember() {
-		if _, ok := t.members[m.GetGroupId()][m.GetUserId()]; !ok {
-			t.memberCounts++
-		}
 		addIdx(t.members, m.GetGroupId(), m.GetUserId())
 		addIdx(t.userGroups, m.GetUserId(), m.GetGroupId())
 		var d struct {
@@ -247,9 +243,6 @@ func (t *tenantView) applyMembership(ev *eventv1.Event, m *eventv1.Membership, r
 			delete(t.memberDisplay, k)
 		}
 	} else {
-		if _, ok := t.members[m.GetGroupId()][m.GetUserId()]; ok {
-			t.memberCounts--
-		}
 		delIdx(t.members, m.GetGroupId(), m.GetUserId())
 		delIdx(t.userGroups, m.GetUserId(), m.GetGroupId())
 		delete(t.memberDisplay, k)
