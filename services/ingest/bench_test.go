@@ -194,6 +194,15 @@ func BenchmarkGroupPatchOneMember(b *testing.B) {
 	b.ReportMetric(float64(small.Microseconds())/float64(rounds), "us/patch_10")
 	b.ReportMetric(float64(large.Microseconds())/float64(rounds), "us/patch_100k")
 	b.ReportMetric(float64(large)/float64(small), "ratio")
+	// Entra's group probe must not cost O(group size) either.
+	probe := e.urls[0] + "/Groups?excludedAttributes=members&filter=" + q(`displayName eq "Big"`)
+	start := time.Now()
+	for range 100 {
+		if st, body := benchDo(b, "GET", probe, nil); st != 200 || bytes.Contains(body, []byte(`"members"`)) {
+			b.Fatalf("probe: %d %.200s", st, body)
+		}
+	}
+	b.ReportMetric(float64(time.Since(start).Microseconds())/100, "us/probe_100k")
 	// Check the big group still answers in full.
 	st, body := benchDo(b, "GET", e.urls[0]+"/Groups/g-big", nil)
 	if st != 200 || len(body) < big*50 {

@@ -396,7 +396,8 @@ func getMeta(doc map[string]any, key string) any {
 
 func (s *Service) handleGet(q *request, k resourceKind, id string) {
 	s.sync(q.ctx)
-	doc, rev, ok := s.render(q.tenant.ID, k, id, q.base)
+	proj, _ := parseProjection(k, q.r.URL.Query())
+	doc, rev, ok := s.render(q.tenant.ID, k, id, q.base, proj.wants("members"))
 	if !ok {
 		s.writeError(q, notFound(kindName(k), id))
 		return
@@ -417,7 +418,7 @@ func kindName(k resourceKind) string {
 }
 
 // render returns a resource's current rendering and ETag revision.
-func (s *Service) render(tenant string, k resourceKind, id, base string) (map[string]any, uint64, bool) {
+func (s *Service) render(tenant string, k resourceKind, id, base string, withMembers bool) (map[string]any, uint64, bool) {
 	if k == kindUser {
 		u := s.userView(tenant, id)
 		if u == nil {
@@ -429,7 +430,7 @@ func (s *Service) render(tenant string, k resourceKind, id, base string) (map[st
 	if g == nil {
 		return nil, 0, false
 	}
-	doc := s.renderGroup(tenant, g, base)
+	doc := s.renderGroupOpt(tenant, g, base, withMembers)
 	return doc, parseETag(getMeta(doc, "version")), true
 }
 

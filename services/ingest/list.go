@@ -44,12 +44,13 @@ func (s *Service) list(q *request, k resourceKind, lq listQuery) (map[string]any
 	s.sync(q.ctx)
 	tenant := q.tenant.ID
 	cands := s.candidates(tenant, k, expr)
+	withMembers := lq.proj.wants("members") || strings.Contains(strings.ToLower(lq.filter+" "+lq.sortBy), "members")
 	render := func(c *cand) map[string]any {
 		if c.doc == nil {
 			if c.user != nil {
 				c.doc = s.renderUser(tenant, c.user, q.base)
 			} else {
-				c.doc = s.renderGroup(tenant, c.group, q.base)
+				c.doc = s.renderGroupOpt(tenant, c.group, q.base, withMembers)
 			}
 		}
 		return c.doc

@@ -51,6 +51,12 @@ func (s *Service) renderUser(tenant string, u *userRec, base string) map[string]
 
 // renderGroup is the SCIM representation of a group with all its members.
 func (s *Service) renderGroup(tenant string, g *groupRec, base string) map[string]any {
+	return s.renderGroupOpt(tenant, g, base, true)
+}
+
+// renderGroupOpt renders a group, with its members only when asked (Entra's
+// frequent `excludedAttributes=members` probe must not cost O(group size)).
+func (s *Service) renderGroupOpt(tenant string, g *groupRec, base string, withMembers bool) map[string]any {
 	doc, err := decodeObject(g.raw)
 	if err != nil {
 		doc = map[string]any{"id": g.id, "displayName": g.displayName}
@@ -68,8 +74,14 @@ func (s *Service) renderGroup(tenant string, g *groupRec, base string) map[strin
 	if cur := t.groups[g.id]; cur != nil && cur.rev == g.rev {
 		rev, modified = cur.etagRev, cur.modified
 	}
-	ids := make([]string, 0, len(t.members[g.id]))
+	var ids []string
+	if withMembers {
+		ids = make([]string, 0, len(t.members[g.id]))
+	}
 	for uid := range t.members[g.id] {
+		if !withMembers {
+			break
+		}
 		if t.users[uid] != nil {
 			ids = append(ids, uid)
 		}
@@ -91,7 +103,9 @@ func (s *Service) renderGroup(tenant string, g *groupRec, base string) map[strin
 	if !modified.IsZero() {
 		meta["lastModified"] = modified.UTC().Format(time.RFC3339Nano)
 	}
-	doc["members"] = members
+	if withMembers {
+		doc["members"] = members
+	}
 	return doc
 }
 
@@ -112,6 +126,25 @@ func splitList(v string) []string {
 
 func parseProjection(_ resourceKind, q url.Values) (projection, error) {
 	return projection{attrs: splitList(q.Get("attributes")), excluded: splitList(q.Get("excludedAttributes"))}, nil
+}
+
+// wants reports whether the projection can return attribute name.
+func (p projection) wants(name string) bool {
+	if len(p.attrs) > 0 {
+		for _, a := range p.attrs {
+			la, ln := strings.ToLower(a), strings.ToLower(name)
+			if la == ln || strings.HasPrefix(la, ln+".") || strings.HasPrefix(la, ln+"[") || strings.HasSuffix(la, ":"+ln) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, a := range p.excluded {
+		if strings.EqualFold(a, name) {
+			return false
+		}
+	}
+	return true
 }
 
 // alwaysReturned are never removed by a projection.
