@@ -78,6 +78,8 @@ type Config struct {
 	BrakeWindow   time.Duration
 	// BrakeRecheck is how often a held removal is looked at again.
 	BrakeRecheck time.Duration
+	// ScheduleBucket holds the kicks and bans waiting for GracePeriod.
+	ScheduleBucket string
 	// DriftInterval is the period of the full reconcile of every guild
 	// (drift repair); 0 disables it. DriftDryRun only reports the changes.
 	DriftInterval time.Duration
@@ -114,6 +116,7 @@ func DefaultConfig() Config {
 		BrakeRecheck:     30 * time.Second,
 		DriftInterval:    6 * time.Hour,
 		RolesBucket:      "applier_roles",
+		ScheduleBucket:   "applier_scheduled",
 	}
 }
 
@@ -144,6 +147,9 @@ func (c Config) Validate() error {
 	}
 	if c.BrakeMaxCount > 0 && (c.BrakeWindow <= 0 || c.BrakeRecheck <= 0) {
 		errs = append(errs, errors.New("applier: BrakeWindow and BrakeRecheck must be > 0 when the brake is on"))
+	}
+	if !eventbus.ValidToken(c.ScheduleBucket) {
+		errs = append(errs, fmt.Errorf("applier: ScheduleBucket %q is not a valid bucket name", c.ScheduleBucket))
 	}
 	if c.AutoCreateRoles && !eventbus.ValidToken(c.RolesBucket) {
 		errs = append(errs, fmt.Errorf("applier: RolesBucket %q is not a valid bucket name", c.RolesBucket))
@@ -196,6 +202,8 @@ type Service struct {
 	// ownedRoles records the roles scimcord created (AutoCreateRoles).
 	ownedRoles jetstream.KeyValue
 	autoRoles  *autoRoleCache
+	// scheduled holds the kicks and bans waiting for the grace period.
+	scheduled jetstream.KeyValue
 
 	pageSize  int                   // members per page in drift repair
 	rulesSeen map[string]uint64     // guild → last mapping rules version (guarded by mu)
@@ -277,6 +285,11 @@ func (s *Service) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("applier: open bucket %s: %w", s.cfg.ReplicaBucket, err)
 	}
+	sc, err := s.deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.cfg.ScheduleBucket, History: 1})
+	if err != nil {
+		return fmt.Errorf("applier: open bucket %s: %w", s.cfg.ScheduleBucket, err)
+	}
+	s.scheduled = sc
 	if s.cfg.AutoCreateRoles {
 		or, err := s.deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.cfg.RolesBucket, History: 1})
 		if err != nil {
@@ -329,6 +342,8 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.heartbeatLoop(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.scheduleLoop(ctx) }()
 	if s.cfg.DriftInterval > 0 {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.driftLoop(ctx) }()

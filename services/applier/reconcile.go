@@ -297,11 +297,12 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 		if p.deferred != "" {
 			st.State = StatePending
 			st.Detail = fmt.Sprintf("%s scheduled at %s (grace period); managed roles removed meanwhile", p.deferred, p.due.UTC().Format(time.RFC3339))
-			if err := s.putStatus(ctx, st); err != nil {
+			if err := s.schedule(ctx, st, string(p.deferred), p.due); err != nil {
 				return err
 			}
-			return eventbus.Retry(ErrGracePeriod, time.Until(p.due)+10*time.Millisecond)
+			return s.putStatus(ctx, st)
 		}
+		s.unschedule(ctx, t.ID, g.ID, userID)
 		st.State, st.Detail = StateInSync, ""
 		if op == "" && p.inGuild {
 			st.Detail = "no change needed"
