@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,11 @@ type spanTransport struct {
 
 func (t *spanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	tmpl := routeTemplate(req.URL.Path)
+	if rest, ok := strings.CutPrefix(tmpl, "/api/v"); ok {
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			tmpl = rest[i:] // "/api/v9/guilds/…" → "/guilds/…"
+		}
+	}
 	route := req.Method + " " + tmpl
 	attrs := []attribute.KeyValue{
 		attribute.String("http.request.method", req.Method),

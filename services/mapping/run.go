@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	mappingv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/mapping/v1"
+	"github.com/scimcord/scimcord/pkg/telemetry"
 )
 
 // Run serves gRPC (MappingService, health, reflection) until ctx ends, then
@@ -32,7 +33,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.addr = lis.Addr().String()
 	s.mu.Unlock()
 
-	srv := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(s.tp))))
+	srv := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(s.tp), otelgrpc.WithPropagators(telemetry.Propagator()))))
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	hs.SetServingStatus(mappingv1.MappingService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)

@@ -38,8 +38,13 @@ type Config struct {
 	GuildID  string
 	// GlobalRPS is the applier's global Discord request rate (SCIMCORD_DISCORD_GLOBAL_RPS).
 	GlobalRPS float64
-	// AdminToken guards the operator API and status page (SCIMCORD_ADMIN_TOKEN).
+	// AdminToken guards the operator API and status page under /admin/ on
+	// HTTPAddr (SCIMCORD_ADMIN_TOKEN); empty = generate and print one.
 	AdminToken string
+	// MetricsAddr serves Prometheus /metrics of all three services
+	// (SCIMCORD_METRICS_ADDR); default an ephemeral loopback port, printed at
+	// start; "off" = none.
+	MetricsAddr string
 	// Telemetry configures tracing (OTEL_* variables); each service gets its own provider.
 	Telemetry telemetry.Config
 	// LogLevel is the slog level (SCIMCORD_LOG_LEVEL).
@@ -56,6 +61,7 @@ func DefaultConfig() Config {
 		HTTPAddr:     "127.0.0.1:8080",
 		EmulatorAddr: "127.0.0.1:8090",
 		MappingAddr:  "127.0.0.1:0",
+		MetricsAddr:  "127.0.0.1:0",
 		MappingFile:  filepath.Join("deploy", "dev", "mapping.yaml"),
 		FixtureFile:  filepath.Join("deploy", "dev", "guild.yaml"),
 		GlobalRPS:    50,
@@ -82,6 +88,9 @@ func (c Config) Validate() error {
 	}
 	if c.MappingFile == "" {
 		errs = append(errs, errors.New("SCIMCORD_MAPPING must name the rules file"))
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		errs = append(errs, errors.New("SCIMCORD_ADMIN_TOKEN must be at least 16 characters"))
 	}
 	if c.GlobalRPS <= 0 {
 		errs = append(errs, fmt.Errorf("SCIMCORD_DISCORD_GLOBAL_RPS must be > 0, got %v", c.GlobalRPS))

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -32,6 +33,7 @@ import (
 	"github.com/scimcord/scimcord/pkg/tenants"
 	"github.com/scimcord/scimcord/services/applier"
 	"github.com/scimcord/scimcord/services/ingest"
+	"github.com/scimcord/scimcord/services/ingest/admin"
 	"github.com/scimcord/scimcord/services/mapping"
 )
 
@@ -59,6 +61,9 @@ type System struct {
 	nats      *natsembed.Server
 	tenantID  string
 	generated bool
+
+	adminToken  string
+	metricsAddr string
 }
 
 // New validates cfg. Nothing starts before Run.
@@ -83,6 +88,28 @@ func (s *System) BaseURL() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b
 
 // Token is the dev tenant's bearer token (valid after Ready; empty with a tenant file).
 func (s *System) Token() string { s.mu.Lock(); defer s.mu.Unlock(); return s.token }
+
+// AdminToken is the credential of the operator API and status page (valid after Ready).
+func (s *System) AdminToken() string { s.mu.Lock(); defer s.mu.Unlock(); return s.adminToken }
+
+// HTTPURL is ingest's root URL: SCIM under /scim/v2, the status page and the
+// operator API under /admin/ (valid after Ready).
+func (s *System) HTTPURL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.TrimSuffix(s.baseURL, "/scim/v2")
+}
+
+// MetricsURL is the Prometheus endpoint of all three services, "" when off
+// (valid after Ready).
+func (s *System) MetricsURL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.metricsAddr == "" {
+		return ""
+	}
+	return "http://" + s.metricsAddr + "/metrics"
+}
 
 // Emulator is the running Discord emulator, or nil with real Discord (valid after Ready).
 func (s *System) Emulator() *discordemu.Emulator { s.mu.Lock(); defer s.mu.Unlock(); return s.emu }
@@ -190,11 +217,42 @@ func (s *System) Run(ctx context.Context) error {
 		return fmt.Errorf("scimcord: mapping: %w", err)
 	}
 
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return msvc.Run(gctx) })
+	select {
+	case <-msvc.Ready():
+	case <-gctx.Done():
+		return g.Wait()
+	}
+
+	// The operator API and status page under ingest's /admin/, with its own
+	// token: mapping over gRPC (spans of ingest), the applier over NATS.
+	adminToken, adminGenerated := cfg.AdminToken, false
+	if adminToken == "" {
+		if adminToken, adminGenerated, err = devToken(filepath.Join(cfg.DataDir, "admin-token")); err != nil {
+			return err
+		}
+	}
+	iconn, err := grpc.NewClient(msvc.Addr(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(ingestTP), otelgrpc.WithPropagators(telemetry.Propagator()))))
+	if err != nil {
+		return fmt.Errorf("scimcord: dial mapping at %s: %w", msvc.Addr(), err)
+	}
+	defer iconn.Close()
+	adm, err := admin.New(admin.Config{Token: adminToken}, admin.Deps{
+		JS: js, Tenants: ts, Mapping: mappingv1.NewMappingServiceClient(iconn),
+		Logger: log.With("service", "ingest", "component", "admin"), TracerProvider: ingestTP,
+	})
+	if err != nil {
+		return fmt.Errorf("scimcord: admin: %w", err)
+	}
+
 	// ingest (SCIM over HTTP).
 	icfg := ingest.DefaultConfig()
 	icfg.HTTPAddr = cfg.HTTPAddr
 	isvc, err := ingest.New(icfg, ingest.Deps{
-		JS: js, Tenants: ts, Logger: log.With("service", "ingest"), TracerProvider: ingestTP,
+		JS: js, Tenants: ts, Logger: log.With("service", "ingest"), TracerProvider: ingestTP, Admin: adm,
 		Roles: func(ctx context.Context, tenantID string) ([]ingest.Role, error) {
 			rs, err := msvc.ManagedRoles(ctx, tenantID)
 			if err != nil {
@@ -211,16 +269,9 @@ func (s *System) Run(ctx context.Context) error {
 		return fmt.Errorf("scimcord: ingest: %w", err)
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return msvc.Run(gctx) })
-	select {
-	case <-msvc.Ready():
-	case <-gctx.Done():
-		return g.Wait()
-	}
 	conn, err := grpc.NewClient(msvc.Addr(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(applierTP))))
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(applierTP), otelgrpc.WithPropagators(telemetry.Propagator()))))
 	if err != nil {
 		return fmt.Errorf("scimcord: dial mapping at %s: %w", msvc.Addr(), err)
 	}
@@ -239,6 +290,18 @@ func (s *System) Run(ctx context.Context) error {
 	g.Go(func() error { return isvc.Run(gctx) })
 	g.Go(func() error { return asvc.Run(gctx) })
 
+	metricsAddr := ""
+	if cfg.MetricsAddr != "" && cfg.MetricsAddr != "off" {
+		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("scimcord: metrics listen %s: %w", cfg.MetricsAddr, err)
+		}
+		metricsAddr = ln.Addr().String()
+		msrv := &http.Server{Handler: metricsMux(isvc, msvc, asvc), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = msrv.Serve(ln) }()
+		defer msrv.Close()
+	}
+
 	select {
 	case <-isvc.Ready():
 	case <-gctx.Done():
@@ -247,6 +310,7 @@ func (s *System) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.baseURL = "http://" + isvc.Addr() + "/scim/v2"
 	s.token = token
+	s.adminToken, s.metricsAddr = adminToken, metricsAddr
 	s.emu, s.ingest, s.applier, s.mapping, s.nats = emu, isvc, asvc, msvc, ns
 	s.mu.Unlock()
 	fmt.Fprintf(s.deps.Out, "scimcord is running\n  SCIM base URL: %s\n", s.baseURL)
@@ -257,6 +321,18 @@ func (s *System) Run(ctx context.Context) error {
 		} else {
 			fmt.Fprintf(s.deps.Out, "  SCIM token: the one generated at first start, in %s\n", filepath.Join(cfg.DataDir, "dev-token"))
 		}
+	}
+	fmt.Fprintf(s.deps.Out, "  Status page: http://%s/admin/ (operator API /admin/api/v1/, CLI: scimcord status <user>)\n", isvc.Addr())
+	switch {
+	case cfg.AdminToken != "":
+	case adminGenerated:
+		fmt.Fprintf(s.deps.Out, "  Admin token (generated, kept in %s; set SCIMCORD_ADMIN_TOKEN to choose one): %s\n",
+			filepath.Join(cfg.DataDir, "admin-token"), adminToken)
+	default:
+		fmt.Fprintf(s.deps.Out, "  Admin token: the one generated at first start, in %s\n", filepath.Join(cfg.DataDir, "admin-token"))
+	}
+	if metricsAddr != "" {
+		fmt.Fprintf(s.deps.Out, "  Metrics: http://%s/metrics\n", metricsAddr)
 	}
 	if emu != nil {
 		fmt.Fprintf(s.deps.Out, "  Discord emulator: %s (state: %s/_emu/guilds/%s/state)\n", emu.URL(), emu.URL(), guildID)

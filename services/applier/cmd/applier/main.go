@@ -151,7 +151,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	}
 	conn, err := grpc.NewClient(getenv("SCIMCORD_MAPPING_ADDR"),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp))))
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(telemetry.Propagator()))))
 	if err != nil {
 		return fmt.Errorf("dial mapping at %s: %w", getenv("SCIMCORD_MAPPING_ADDR"), err)
 	}

@@ -58,6 +58,7 @@ func configFromEnv(getenv func(string) string) (scimcord.Config, error) {
 	str("DISCORD_BOT_TOKEN", &cfg.BotToken)
 	str("DISCORD_GUILD_ID", &cfg.GuildID)
 	str("SCIMCORD_ADMIN_TOKEN", &cfg.AdminToken)
+	str("SCIMCORD_METRICS_ADDR", &cfg.MetricsAddr)
 	if v := getenv("SCIMCORD_NATS_PORT"); v != "" {
 		p, err := strconv.Atoi(v)
 		if err != nil {
