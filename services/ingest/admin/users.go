@@ -1,0 +1,155 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/scimcord/scimcord/pkg/eventbus"
+	eventv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/event/v1"
+	"github.com/scimcord/scimcord/pkg/tenants"
+)
+
+// UserView is a SCIM user as the operator sees it.
+type UserView struct {
+	ID            string    `json:"id"`
+	UserName      string    `json:"userName"`
+	ExternalID    string    `json:"externalId,omitempty"`
+	Active        bool      `json:"active"`
+	Deleted       bool      `json:"deleted"`
+	DiscordUserID string    `json:"discordUserId,omitempty"`
+	Version       uint64    `json:"version"`
+	LastChange    time.Time `json:"lastChange"`
+	LastOp        string    `json:"lastOp"`
+}
+
+// GroupView is one group the user belongs to.
+type GroupView struct {
+	ID          string `json:"id"`
+	DisplayName string `json:"displayName"`
+	ExternalID  string `json:"externalId,omitempty"`
+}
+
+type user struct {
+	UserView
+	Snapshot []byte
+}
+
+func (u user) view() UserView { return u.UserView }
+
+func userOf(rec eventbus.Record) (user, bool) {
+	u := rec.Event.GetUser()
+	if u == nil {
+		return user{}, false
+	}
+	return user{UserView: UserView{
+		ID: u.GetId(), UserName: u.GetUserName(), ExternalID: u.GetExternalId(), Active: u.GetActive(),
+		Deleted:       u.GetDeleted() || rec.Event.GetOp() == eventv1.Operation_OPERATION_DELETE,
+		DiscordUserID: u.GetDiscordUserId(), Version: rec.Event.GetVersion(),
+		LastChange: rec.Event.GetTime().AsTime(), LastOp: strings.TrimPrefix(rec.Event.GetOp().String(), "OPERATION_"),
+	}, Snapshot: rec.Event.GetSnapshot()}, true
+}
+
+// lookup finds a user of tenant t by SCIM id, userName (case-insensitive)
+// or Discord user id, and the groups it is a member of.
+func (s *Server) lookup(ctx context.Context, t *tenants.Tenant, q string) (user, []GroupView, error) {
+	q = strings.TrimSpace(q)
+	if q == "" {
+		return user{}, nil, badRequest("user is required: a userName, SCIM id or Discord user id")
+	}
+	if strings.ContainsAny(q, ".*> \t") && !strings.Contains(q, "@") {
+		return user{}, nil, badRequest("user %q: not a userName, SCIM id or Discord user id", q)
+	}
+	st, err := s.store(ctx)
+	if err != nil {
+		return user{}, nil, err
+	}
+	var found *user
+	if !strings.ContainsAny(q, ".*> \t") {
+		if rec, err := st.Get(ctx, eventbus.UserKey(t.ID, q)); err == nil {
+			if u, ok := userOf(rec); ok {
+				found = &u
+			}
+		} else if !errors.Is(err, eventbus.ErrNotFound) {
+			return user{}, nil, unavailable("read user: %v", err)
+		}
+	}
+	if found == nil {
+		keys, err := st.ListKeys(ctx, t.ID+".u.*")
+		if err != nil {
+			return user{}, nil, unavailable("list users: %v", err)
+		}
+		for _, k := range keys {
+			rec, err := st.Get(ctx, k)
+			if err != nil {
+				continue
+			}
+			u, ok := userOf(rec)
+			if ok && (strings.EqualFold(u.UserName, q) || (u.DiscordUserID != "" && u.DiscordUserID == q) || u.ExternalID == q) {
+				found = &u
+				if !u.Deleted {
+					break // prefer a live user over a deleted one of the same name
+				}
+			}
+		}
+	}
+	if found == nil {
+		return user{}, nil, notFound("no user %q in tenant %q", q, t.ID)
+	}
+	groups, err := s.groupsOf(ctx, st, t.ID, found.ID)
+	if err != nil {
+		return user{}, nil, err
+	}
+	return *found, groups, nil
+}
+
+func (s *Server) groupsOf(ctx context.Context, st *eventbus.Store, tenant, userID string) ([]GroupView, error) {
+	keys, err := st.ListKeys(ctx, eventbus.UserGroupsFilter(tenant, userID))
+	if err != nil {
+		return nil, unavailable("list memberships: %v", err)
+	}
+	out := []GroupView{}
+	for _, k := range keys {
+		rec, err := st.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		m := rec.Event.GetMembership()
+		if m == nil || !m.GetMember() || rec.Event.GetOp() == eventv1.Operation_OPERATION_DELETE {
+			continue
+		}
+		grec, err := st.Get(ctx, eventbus.GroupKey(tenant, m.GetGroupId()))
+		if err != nil {
+			continue
+		}
+		g := grec.Event.GetGroup()
+		if g == nil || g.GetDeleted() || grec.Event.GetOp() == eventv1.Operation_OPERATION_DELETE {
+			continue
+		}
+		out = append(out, GroupView{ID: g.GetId(), DisplayName: g.GetDisplayName(), ExternalID: g.GetExternalId()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].DisplayName < out[j].DisplayName })
+	return out, nil
+}
+
+// userNames maps SCIM user ids to userNames (for the status page).
+func (s *Server) userNames(ctx context.Context, tenant string, ids []string) map[string]string {
+	out := map[string]string{}
+	st, err := s.store(ctx)
+	if err != nil {
+		return out
+	}
+	for _, id := range ids {
+		if _, ok := out[id]; ok || id == "" || strings.ContainsAny(id, ".*> ") {
+			continue
+		}
+		if rec, err := st.Get(ctx, eventbus.UserKey(tenant, id)); err == nil {
+			if u, ok := userOf(rec); ok {
+				out[id] = u.UserName
+			}
+		}
+	}
+	return out
+}
