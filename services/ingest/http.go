@@ -487,7 +487,11 @@ func (s *Service) handlePatch(q *request, k resourceKind, id string) {
 		return
 	}
 	qs := q.r.URL.Query()
-	if s.cfg.PatchResponse == "204" && !qs.Has("attributes") && !qs.Has("excludedAttributes") {
+	mode := s.cfg.PatchResponse
+	if m, ok := s.cfg.PatchResponseByTenant[q.tenant.ID]; ok {
+		mode = m
+	}
+	if mode == "204" && !qs.Has("attributes") && !qs.Has("excludedAttributes") {
 		// No rendering: a PATCH of a 100,000-member group stays O(change).
 		if user != nil {
 			q.w.Header().Set("ETag", etag(user.rev))

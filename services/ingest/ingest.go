@@ -40,6 +40,9 @@ type Config struct {
 	// PatchResponse is "204" (default: 204 No Content) or "200" (the
 	// resource). A PATCH with attributes/excludedAttributes always gets 200.
 	PatchResponse string
+	// PatchResponseByTenant overrides PatchResponse per tenant id (an IdP
+	// that wants the resource back after a PATCH).
+	PatchResponseByTenant map[string]string
 	// MaxResults caps a page of a list or search (default 1000); it is
 	// filter.maxResults in /ServiceProviderConfig.
 	MaxResults int
@@ -87,6 +90,11 @@ func (c Config) Validate() error {
 	}
 	if c.PatchResponse != "204" && c.PatchResponse != "200" {
 		errs = append(errs, fmt.Errorf("ingest: PatchResponse %q must be \"204\" or \"200\"", c.PatchResponse))
+	}
+	for t, v := range c.PatchResponseByTenant {
+		if v != "204" && v != "200" {
+			errs = append(errs, fmt.Errorf("ingest: PatchResponseByTenant[%q] = %q must be \"204\" or \"200\"", t, v))
+		}
 	}
 	if c.MaxResults <= 0 || c.BulkMaxOperations <= 0 || c.BulkMaxPayload < 0 {
 		errs = append(errs, fmt.Errorf("ingest: MaxResults %d and BulkMaxOperations %d must be positive", c.MaxResults, c.BulkMaxOperations))

@@ -379,3 +379,30 @@ func TestDiscovery(t *testing.T) {
 		t.Fatalf("/Roles: %s", roles.raw)
 	}
 }
+
+func TestPatchResponse(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1, func(c *ingest.Config, _ *ingest.Deps) { c.PatchResponseByTenant = map[string]string{"globex": "200"} })
+	op := patchBody(map[string]any{"op": "replace", "path": "nickName", "value": "n"})
+	idA := e.mustCreateUser("pa@example.com")
+	idB := e.doOn(0, tokenB, "POST", "/Users", userBody("pb@example.com"), nil).str("id")
+	cases := []struct {
+		name   string
+		token  string
+		path   string
+		status int
+	}{
+		{"default is 204 No Content", tokenA, "/Users/" + idA, 204},
+		{"attributes on the request gives 200 with the resource", tokenA, "/Users/" + idA + "?attributes=nickName", 200},
+		{"excludedAttributes on the request gives 200", tokenA, "/Users/" + idA + "?excludedAttributes=emails", 200},
+		{"a tenant set to 200 gets the resource", tokenB, "/Users/" + idB, 200},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.doOn(0, tc.token, "PATCH", tc.path, op, nil)
+			if r.status != tc.status || (tc.status == 200 && r.str("nickName") != "n") || r.header.Get("ETag") == "" {
+				t.Fatalf("status %d ETag %q body %s", r.status, r.header.Get("ETag"), r.raw)
+			}
+		})
+	}
+}
