@@ -236,6 +236,9 @@ func (s *Service) deltaChanges(tenant, groupID string, d *memberDelta) map[strin
 // updateGroup changes a group's attributes (compare-and-set on its record)
 // and members (one record each).
 func (s *Service) updateGroup(ctx context.Context, tenant, id, ifMatch string, change func(cur map[string]any, members func() map[string]bool) (map[string]any, *memberDelta, error)) (*groupRec, error) {
+	if ifMatch != "" {
+		s.sync(ctx) // compare If-Match with the newest version, not a stale view
+	}
 	for range maxCASRetries {
 		cur, err := s.getGroupForWrite(ctx, tenant, id)
 		if err != nil {
@@ -363,6 +366,9 @@ func (s *Service) patchGroup(ctx context.Context, tenant, id, ifMatch string, op
 // the applier sees every member lose the group), then the group record is
 // written with op DELETE.
 func (s *Service) deleteGroup(ctx context.Context, tenant, id, ifMatch string) error {
+	if ifMatch != "" {
+		s.sync(ctx)
+	}
 	for range maxCASRetries {
 		cur, err := s.getGroupForWrite(ctx, tenant, id)
 		if err != nil {

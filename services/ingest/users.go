@@ -164,6 +164,9 @@ func (s *Service) getUserForWrite(ctx context.Context, tenant, id string) (*user
 // with compare-and-set, retrying on a lost race unless ifMatch pins the
 // version.
 func (s *Service) updateUser(ctx context.Context, tenant, id string, ifMatch string, change func(cur map[string]any) (map[string]any, error)) (*userRec, error) {
+	if ifMatch != "" {
+		s.sync(ctx) // compare If-Match with the newest version, not a stale view
+	}
 	for range maxCASRetries {
 		cur, err := s.getUserForWrite(ctx, tenant, id)
 		if err != nil {
@@ -246,6 +249,9 @@ func (s *Service) patchUser(ctx context.Context, tenant, id, ifMatch string, ops
 // deleteUser is DELETE /Users/{id}: a record with op DELETE (its last state
 // kept for consumers), then the user's memberships are closed.
 func (s *Service) deleteUser(ctx context.Context, tenant, id, ifMatch string) error {
+	if ifMatch != "" {
+		s.sync(ctx)
+	}
 	deleted := false
 	for range maxCASRetries {
 		cur, err := s.getUserForWrite(ctx, tenant, id)
