@@ -218,8 +218,15 @@ func TestReplicasSeeEachOthersWritesAtOnce(t *testing.T) {
 		if p.status != 204 {
 			t.Fatalf("PATCH on the other replica: %d %s", p.status, p.raw)
 		}
-		if g := e.doOn(i%2, tokenA, "GET", "/Users/"+c.str("id"), nil, nil); g.body["active"] != false {
+		g := e.doOn(i%2, tokenA, "GET", "/Users/"+c.str("id"), nil, nil)
+		if g.body["active"] != false {
 			t.Fatalf("first replica does not see the other's PATCH: %s", g.raw)
+		}
+		// An ETag read on one replica is current on the other.
+		m := e.doOn(other, tokenA, "PATCH", "/Users/"+c.str("id"), patchBody(map[string]any{"op": "replace", "path": "active", "value": true}),
+			map[string]string{"If-Match": g.header.Get("ETag")})
+		if m.status != 204 {
+			t.Fatalf("If-Match with the other replica's ETag: %d %s", m.status, m.raw)
 		}
 	}
 }
