@@ -160,7 +160,7 @@ func (s *Service) serveAdmin(ctx context.Context) {
 		return
 	}
 	go s.watchStatus(ctx)
-	sub, err := nc.QueueSubscribe(AdminSubjectPrefix+"*", AdminQueue, func(m *nats.Msg) {
+	sub, err := nc.QueueSubscribe(AdminSubjectPrefix+">", AdminQueue, func(m *nats.Msg) {
 		go s.answerAdmin(ctx, m)
 	})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/scimcord/scimcord/pkg/telemetry"
 	"github.com/scimcord/scimcord/services/scimcord"
+	"github.com/scimcord/scimcord/services/scimcord/cli"
 )
 
 func main() {
@@ -25,7 +26,12 @@ func main() {
 
 func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if len(args) > 0 && args[0] != "run" {
-		return fmt.Errorf("unknown command %q (usage: scimcord [run])", args[0])
+		if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+			fmt.Fprint(os.Stdout, cli.Usage)
+			return nil
+		}
+		// An operator subcommand against a running instance's admin API.
+		return cli.Run(ctx, args, cli.Env{Token: getenv("SCIMCORD_ADMIN_TOKEN"), Out: os.Stdout, Err: os.Stderr})
 	}
 	cfg, err := configFromEnv(getenv)
 	if err != nil {
