@@ -139,7 +139,10 @@ func (s *System) Run(ctx context.Context) error {
 		return fmt.Errorf("scimcord: %w", err)
 	}
 	defer ns.Shutdown()
-	nc, err := nats.Connect(ns.URL(), nats.Name("scimcord"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	// No reconnect buffer: a write made while NATS is down must fail now, not be
+	// sent later after ingest already answered the IdP with an error.
+	nc, err := nats.Connect(ns.URL(), nats.Name("scimcord"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(100*time.Millisecond), nats.ReconnectBufSize(-1))
 	if err != nil {
 		return fmt.Errorf("scimcord: connect %s: %w", ns.URL(), err)
 	}
