@@ -324,6 +324,13 @@ func (s *Service) tenantDeadLetters(ctx context.Context, tenant string) ([]DeadL
 		return nil, err
 	}
 	out := []DeadLetter{}
+	s.admin.mu.Lock()
+	for i, dl := range dls {
+		if st, ok := s.admin.index[eventbus.StatusKey(dl.Tenant, dl.Guild, dl.User)]; ok && dl.Time.IsZero() {
+			dls[i].Time = st.Time // recorded with the status, just after the dead letter
+		}
+	}
+	s.admin.mu.Unlock()
 	for _, dl := range dls {
 		if dl.Tenant == tenant {
 			out = append(out, dl)

@@ -182,7 +182,7 @@ func (s *Server) auth(next http.Handler) http.Handler {
 
 // serveLogin checks the token of the form (POST) or of ?token= (GET, for
 // scripted browsers), sets the session cookie and redirects to the page
-// without the token in the URL.
+// without the token in the URL (to next= when it is a page under /admin/).
 func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 	tok := r.URL.Query().Get("token")
 	if r.Method == http.MethodPost {
@@ -198,7 +198,14 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: s.session, Path: "/admin", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https",
 		MaxAge: int((12 * time.Hour).Seconds())})
-	http.Redirect(w, r, "/admin/", http.StatusSeeOther)
+	next := r.URL.Query().Get("next")
+	if r.Method == http.MethodPost {
+		next = r.PostFormValue("next")
+	}
+	if !strings.HasPrefix(next, "/admin/") || strings.ContainsAny(next, "\\\r\n") || strings.HasPrefix(next, "/admin/login") {
+		next = "/admin/" // only a page of this API: never an open redirect
+	}
+	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
 func (s *Server) serveLogout(w http.ResponseWriter, r *http.Request) {

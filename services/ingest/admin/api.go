@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc/codes"
@@ -114,6 +115,14 @@ func (s *Server) askApplier(ctx context.Context, op string, req applierRequest) 
 	msg.Data = data
 	eventbus.InjectTrace(ctx, msg.Header)
 	resp, err := nc.RequestMsgWithContext(ctx, msg)
+	// No responder yet (the applier starting, or a rollout): wait a little.
+	for wait := time.Now().Add(3 * time.Second); errors.Is(err, nats.ErrNoResponders) && time.Now().Before(wait); {
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+		resp, err = nc.RequestMsgWithContext(ctx, msg)
+	}
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return nil, unavailable("applier: no replica answers (is it running?)")
