@@ -47,6 +47,7 @@ type autoRoleCache struct {
 	mu    sync.Mutex
 	at    map[string]time.Time
 	roles map[string]map[string]string // tenant|guild → group → role id
+	gen   uint64                       // bumped by invalidate: a load that started before is not stored
 }
 
 // ensureGroupRole makes the owned role of one group match the group record.
@@ -181,6 +182,7 @@ func (c *autoRoleCache) invalidate(tenant, guild string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.at, tenant+"|"+guild)
+	c.gen++
 }
 
 // groupRoles returns group → role id of the created roles of tenant × guild.
@@ -192,6 +194,7 @@ func (c *autoRoleCache) groupRoles(ctx context.Context, s *Service, tenant, guil
 		c.mu.Unlock()
 		return m
 	}
+	gen := c.gen
 	c.mu.Unlock()
 	m := map[string]string{}
 	if lister, err := s.ownedRoles.ListKeysFiltered(ctx, ownedKey(tenant, guild, "*")); err == nil {
@@ -207,7 +210,9 @@ func (c *autoRoleCache) groupRoles(ctx context.Context, s *Service, tenant, guil
 		}
 	}
 	c.mu.Lock()
-	c.at[k], c.roles[k] = time.Now(), m
+	if c.gen == gen {
+		c.at[k], c.roles[k] = time.Now(), m
+	}
 	c.mu.Unlock()
 	return m
 }

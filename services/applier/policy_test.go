@@ -155,6 +155,11 @@ func TestMassRemovalBrakeHoldsUntilAllowed(t *testing.T) {
 	if held != 3 {
 		t.Errorf("%d members report the brake, want 3", held)
 	}
+	// Held removals do not occupy the consumer: every message is acked.
+	e.waitIdle(cfg.Durable)
+	if n := stripped(); n != 3 {
+		t.Fatalf("%d members stripped while the brake holds, want 3", n)
+	}
 	r.svc.AllowRemovals(e.ctx, guildID)
 	for i := 1; i <= 6; i++ {
 		e.waitRoles(member(i))

@@ -248,10 +248,12 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 			if len(p.rm) > 0 || p.policy == tenants.ActionKick || p.policy == tenants.ActionBan {
 				if err := s.brake.admit(g.ID, p.discordID, time.Now()); err != nil {
 					st.State, st.Detail = StatePending, err.Error()
-					_ = s.putStatus(ctx, st)
 					s.metrics.inc("brake_held")
 					log.WarnContext(ctx, "removal held by the mass-removal brake", "op", op, "error", err)
-					return eventbus.Retry(err, jitter(s.cfg.BrakeRecheck))
+					if serr := s.schedule(ctx, st, "held: "+op, time.Now().Add(jitter(s.cfg.BrakeRecheck))); serr != nil {
+						return eventbus.Retry(err, jitter(s.cfg.BrakeRecheck))
+					}
+					return s.putStatus(ctx, st)
 				}
 			}
 			// Coalescing: if the call must wait, wait first, then plan again
@@ -302,7 +304,6 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 			}
 			return s.putStatus(ctx, st)
 		}
-		s.unschedule(ctx, t.ID, g.ID, userID)
 		st.State, st.Detail = StateInSync, ""
 		if op == "" && p.inGuild {
 			st.Detail = "no change needed"

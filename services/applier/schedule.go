@@ -12,12 +12,13 @@ import (
 	"github.com/scimcord/scimcord/pkg/eventbus"
 )
 
-// A kick or ban waiting for its grace period is not held as an unacked
-// message (a mass deactivation would fill the consumer's ack window for the
-// whole period): the message is acked, and the action is recorded in the
-// schedule bucket (Config.ScheduleBucket). scheduleLoop reconciles the member
-// when it is due; the reconcile is level-triggered, so a re-activation in the
-// meantime simply finds nothing to do.
+// A kick or ban waiting for its grace period, and a removal held by the
+// mass-removal brake, are not kept as unacked messages (a mass deactivation
+// would fill the consumer's ack window and stall every other change): the
+// message is acked, and the member is recorded in the schedule bucket
+// (Config.ScheduleBucket). scheduleLoop reconciles the member when it is due
+// and then clears the entry; the reconcile is level-triggered, so a
+// re-activation in the meantime simply finds nothing to do.
 
 type scheduledAction struct {
 	Tenant string    `json:"tenant"`
@@ -35,18 +36,9 @@ func (s *Service) schedule(ctx context.Context, st Status, action string, due ti
 	return nil
 }
 
-func (s *Service) unschedule(ctx context.Context, tenant, guild, user string) {
-	if s.scheduled == nil || s.cfg.GracePeriod <= 0 {
-		return
-	}
-	if err := s.scheduled.Delete(ctx, eventbus.StatusKey(tenant, guild, user)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		s.log.WarnContext(ctx, "cannot clear a scheduled action", "tenant", tenant, "guild", guild, "user", user, "error", err)
-	}
-}
-
 // scheduleLoop runs the scheduled actions that are due.
 func (s *Service) scheduleLoop(ctx context.Context) {
-	every := min(max(s.cfg.GracePeriod/20, 100*time.Millisecond), 30*time.Second)
+	every := min(max(s.cfg.GracePeriod/20, s.cfg.BrakeRecheck/10, 100*time.Millisecond), time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -80,8 +72,20 @@ func (s *Service) scheduleLoop(ctx context.Context) {
 				if err := s.reconcile(ctx, tn, g, a.User); err != nil {
 					s.log.WarnContext(ctx, "scheduled action failed, will retry", "tenant", a.Tenant, "guild", a.Guild,
 						"user", a.User, "action", a.Action, "error", err)
+					continue
+				}
+				// Done, unless the reconcile scheduled it again (new revision).
+				if err := s.scheduled.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil &&
+					!errors.Is(err, jetstream.ErrKeyNotFound) && !isWrongRevision(err) {
+					s.log.WarnContext(ctx, "cannot clear a scheduled action", "key", key, "error", err)
 				}
 			}
 		}
 	}
+}
+
+// isWrongRevision reports a failed compare-and-delete (the entry changed).
+func isWrongRevision(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
