@@ -80,6 +80,8 @@ type Config struct {
 	BrakeRecheck time.Duration
 	// ScheduleBucket holds the kicks and bans waiting for GracePeriod.
 	ScheduleBucket string
+	// BrakeBucket holds the brake state of each guild (shared by replicas).
+	BrakeBucket string
 	// DriftInterval is the period of the full reconcile of every guild
 	// (drift repair); 0 disables it. DriftDryRun only reports the changes.
 	DriftInterval time.Duration
@@ -117,6 +119,7 @@ func DefaultConfig() Config {
 		DriftInterval:    6 * time.Hour,
 		RolesBucket:      "applier_roles",
 		ScheduleBucket:   "applier_scheduled",
+		BrakeBucket:      "applier_brake",
 	}
 }
 
@@ -147,6 +150,9 @@ func (c Config) Validate() error {
 	}
 	if c.BrakeMaxCount > 0 && (c.BrakeWindow <= 0 || c.BrakeRecheck <= 0) {
 		errs = append(errs, errors.New("applier: BrakeWindow and BrakeRecheck must be > 0 when the brake is on"))
+	}
+	if !eventbus.ValidToken(c.BrakeBucket) {
+		errs = append(errs, fmt.Errorf("applier: BrakeBucket %q is not a valid bucket name", c.BrakeBucket))
 	}
 	if !eventbus.ValidToken(c.ScheduleBucket) {
 		errs = append(errs, fmt.Errorf("applier: ScheduleBucket %q is not a valid bucket name", c.ScheduleBucket))
@@ -290,6 +296,13 @@ func (s *Service) open(ctx context.Context) error {
 		return fmt.Errorf("applier: open bucket %s: %w", s.cfg.ScheduleBucket, err)
 	}
 	s.scheduled = sc
+	bk, err := s.deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.cfg.BrakeBucket, History: 1})
+	if err != nil {
+		return fmt.Errorf("applier: open bucket %s: %w", s.cfg.BrakeBucket, err)
+	}
+	s.brake.mu.Lock()
+	s.brake.kv = bk
+	s.brake.mu.Unlock()
 	if s.cfg.AutoCreateRoles {
 		or, err := s.deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.cfg.RolesBucket, History: 1})
 		if err != nil {

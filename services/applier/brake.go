@@ -2,10 +2,14 @@ package applier
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ErrBrakeEngaged means a removal is held by the mass-removal brake.
@@ -16,49 +20,96 @@ var ErrGracePeriod = errors.New("applier: deprovisioning grace period running")
 
 // brake holds removals (managed roles taken away, kicks, bans) when one burst
 // would hit more than a configured number or share of a guild's members,
-// until an operator allows them.
+// until an operator allows them. Its state lives in a KV bucket (one record
+// per guild, updated with compare-and-set), so every replica counts the same
+// burst and a restart does not release held removals.
 type brake struct {
-	mu       sync.Mutex
 	maxCount int
 	maxShare float64
 	window   time.Duration
-	guilds   map[string]*brakeGuild
+
+	mu sync.Mutex
+	kv jetstream.KeyValue // nil until the service opened its buckets
 }
 
-type brakeGuild struct {
-	members map[string]time.Time // member → last removal admitted in the window
-	size    int                  // known member count (0 = unknown)
-	held    map[string]bool
-	allowed time.Time // removals are allowed without limit until then
+// brakeRecord is one guild's brake state.
+type brakeRecord struct {
+	Members map[string]time.Time `json:"members"` // member → removal admitted in the window
+	Held    map[string]time.Time `json:"held"`    // member → held since
+	Size    int                  `json:"size"`    // known member count (0 = unknown)
+	Allowed time.Time            `json:"allowed_until"`
 }
 
 func newBrake(maxCount int, maxShare float64, window time.Duration) *brake {
-	return &brake{maxCount: maxCount, maxShare: maxShare, window: window, guilds: map[string]*brakeGuild{}}
+	return &brake{maxCount: maxCount, maxShare: maxShare, window: window}
 }
 
-func (b *brake) guild(id string) *brakeGuild {
-	g := b.guilds[id]
-	if g == nil {
-		g = &brakeGuild{members: map[string]time.Time{}, held: map[string]bool{}}
-		b.guilds[id] = g
-	}
-	return g
-}
-
-// setSize records a guild's member count (from drift repair or preflight).
-func (b *brake) setSize(guild string, n int) {
+func (b *brake) bucket() jetstream.KeyValue {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.guild(guild).size = n
+	return b.kv
 }
 
 // limit is the number of members a burst may remove from.
-func (b *brake) limitLocked(g *brakeGuild) int {
+func (b *brake) limit(r *brakeRecord) int {
 	lim := b.maxCount
-	if s := int(b.maxShare * float64(g.size)); g.size > 0 && s > lim {
+	if s := int(b.maxShare * float64(r.Size)); r.Size > 0 && s > lim {
 		lim = s
 	}
 	return lim
+}
+
+// update applies fn to a guild's record with compare-and-set.
+func (b *brake) update(guild string, fn func(r *brakeRecord) error) error {
+	kv := b.bucket()
+	if kv == nil {
+		return errors.New("applier: brake state not available yet")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		var rec brakeRecord
+		var rev uint64
+		e, err := kv.Get(ctx, guild)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return fmt.Errorf("applier: read brake of %s: %w", guild, err)
+		default:
+			if err := json.Unmarshal(e.Value(), &rec); err != nil {
+				return fmt.Errorf("applier: decode brake of %s: %w", guild, err)
+			}
+			rev = e.Revision()
+		}
+		if rec.Members == nil {
+			rec.Members = map[string]time.Time{}
+		}
+		if rec.Held == nil {
+			rec.Held = map[string]time.Time{}
+		}
+		fnErr := fn(&rec)
+		data, _ := json.Marshal(rec)
+		if rev == 0 {
+			_, err = kv.Create(ctx, guild, data)
+		} else {
+			_, err = kv.Update(ctx, guild, data, rev)
+		}
+		if err == nil {
+			return fnErr
+		}
+		if attempt < 20 && (errors.Is(err, jetstream.ErrKeyExists) || isWrongRevision(err)) {
+			continue // another replica changed it: read again
+		}
+		return fmt.Errorf("applier: write brake of %s: %w", guild, err)
+	}
+}
+
+// setSize records a guild's member count (from drift repair).
+func (b *brake) setSize(guild string, n int) {
+	if b == nil || b.maxCount <= 0 {
+		return
+	}
+	_ = b.update(guild, func(r *brakeRecord) error { r.Size = n; return nil })
 }
 
 // admit reports whether a removal for member may proceed now.
@@ -66,26 +117,31 @@ func (b *brake) admit(guild, member string, now time.Time) error {
 	if b == nil || b.maxCount <= 0 {
 		return nil
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	g := b.guild(guild)
-	for m, at := range g.members {
-		if now.Sub(at) > b.window {
-			delete(g.members, m)
+	return b.update(guild, func(r *brakeRecord) error {
+		for m, at := range r.Members {
+			if now.Sub(at) > b.window {
+				delete(r.Members, m)
+			}
 		}
-	}
-	if now.Before(g.allowed) {
-		g.members[member] = now
-		delete(g.held, member)
-		return nil
-	}
-	if _, ok := g.members[member]; ok || len(g.members) < b.limitLocked(g) {
-		g.members[member] = now
-		return nil
-	}
-	g.held[member] = true
-	return fmt.Errorf("%w: guild %s: removals from %d members within %s (limit %d); %d held until an operator allows them",
-		ErrBrakeEngaged, guild, len(g.members)+len(g.held), b.window, b.limitLocked(g), len(g.held))
+		for m, at := range r.Held { // held removals are refreshed at every recheck
+			if now.Sub(at) > b.window {
+				delete(r.Held, m)
+			}
+		}
+		if now.Before(r.Allowed) {
+			r.Members[member] = now
+			delete(r.Held, member)
+			return nil
+		}
+		if _, ok := r.Members[member]; ok || len(r.Members) < b.limit(r) {
+			r.Members[member] = now
+			delete(r.Held, member)
+			return nil
+		}
+		r.Held[member] = now
+		return fmt.Errorf("%w: guild %s: removals from %d members within %s (limit %d); %d held until an operator allows them",
+			ErrBrakeEngaged, guild, len(r.Members)+len(r.Held), b.window, b.limit(r), len(r.Held))
+	})
 }
 
 // BrakeState is the mass-removal brake of one guild.
@@ -99,27 +155,54 @@ type BrakeState struct {
 
 // Brakes reports the mass-removal brake of every guild that removed something.
 func (s *Service) Brakes() []BrakeState {
-	b := s.brake
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.open(ctx); err != nil {
+		return nil
+	}
+	kv := s.brake.bucket()
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil
+	}
 	var out []BrakeState
-	for _, id := range sortedKeys(b.guilds) {
-		g := b.guilds[id]
-		st := BrakeState{Guild: id, Engaged: len(g.held) > 0, Recent: len(g.members), Limit: b.limitLocked(g)}
-		st.Held = sortedKeys(g.held)
+	for guild := range lister.Keys() {
+		e, err := kv.Get(ctx, guild)
+		if err != nil {
+			continue
+		}
+		var r brakeRecord
+		if json.Unmarshal(e.Value(), &r) != nil {
+			continue
+		}
+		recent := 0
+		for _, at := range r.Members {
+			if time.Since(at) <= s.brake.window {
+				recent++
+			}
+		}
+		st := BrakeState{Guild: guild, Engaged: len(r.Held) > 0, Recent: recent, Limit: s.brake.limit(&r), Held: sortedKeys(r.Held)}
 		out = append(out, st)
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Guild < out[j].Guild })
 	return out
 }
 
 // AllowRemovals is the operator's allow: the held removals of guild (and any
-// other removal in it for one brake window) proceed. The held messages are
-// retried within BrakeRecheck.
-func (s *Service) AllowRemovals(_ context.Context, guild string) {
-	b := s.brake
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	g := b.guild(guild)
-	g.allowed = time.Now().Add(b.window)
-	s.log.Warn("mass removals allowed by operator", "guild", guild, "held", len(g.held), "for", b.window)
+// other removal in it for one brake window) proceed, within BrakeRecheck.
+func (s *Service) AllowRemovals(ctx context.Context, guild string) {
+	held := 0
+	err := s.open(ctx)
+	if err == nil {
+		err = s.brake.update(guild, func(r *brakeRecord) error {
+			held = len(r.Held)
+			r.Allowed = time.Now().Add(s.brake.window)
+			return nil
+		})
+	}
+	if err != nil {
+		s.log.ErrorContext(ctx, "cannot allow mass removals", "guild", guild, "error", err)
+		return
+	}
+	s.log.WarnContext(ctx, "mass removals allowed by operator", "guild", guild, "held", held, "for", s.brake.window)
 }

@@ -160,6 +160,12 @@ func TestMassRemovalBrakeHoldsUntilAllowed(t *testing.T) {
 	if n := stripped(); n != 3 {
 		t.Fatalf("%d members stripped while the brake holds, want 3", n)
 	}
+	// A restart does not release the brake: its state is in JetStream.
+	r.stop(t)
+	r = e.start(cfg)
+	if bs := r.svc.Brakes(); len(bs) != 1 || !bs[0].Engaged || len(bs[0].Held) != 3 {
+		t.Fatalf("brakes after a restart = %+v, want 3 members still held", bs)
+	}
 	r.svc.AllowRemovals(e.ctx, guildID)
 	for i := 1; i <= 6; i++ {
 		e.waitRoles(member(i))
