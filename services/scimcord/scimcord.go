@@ -285,7 +285,7 @@ func (s *System) Run(ctx context.Context) error {
 	acfg.GlobalRPS = cfg.GlobalRPS
 	asvc, err := applier.New(acfg, applier.Deps{
 		JS: js, Tenants: ts, Mapping: mappingv1.NewMappingServiceClient(conn), BotToken: botToken,
-		HTTPClient: httpClient, Logger: log.With("service", "applier"), TracerProvider: applierTP,
+		HTTPClient: httpClient, Logger: log, TracerProvider: applierTP, // the applier adds service=applier
 	})
 	if err != nil {
 		return fmt.Errorf("scimcord: applier: %w", err)
