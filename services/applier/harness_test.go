@@ -27,6 +27,7 @@ import (
 	eventv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/event/v1"
 	mappingv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/mapping/v1"
 	"github.com/scimcord/scimcord/pkg/natsembed"
+	"github.com/scimcord/scimcord/pkg/telemetry"
 	"github.com/scimcord/scimcord/pkg/tenants"
 )
 
@@ -221,9 +222,13 @@ func (r *applierRun) stop(t testing.TB) {
 
 func (e *env) start(cfg Config) *applierRun {
 	e.t.Helper()
+	tp, err := telemetry.NewProvider(e.ctx, "scimcord-applier", telemetry.Config{})
+	if err != nil {
+		e.t.Fatalf("tracer provider: %v", err)
+	}
 	svc, err := New(cfg, Deps{
 		JS: e.js, Tenants: e.tenants, Mapping: e.client, BotToken: botToken,
-		HTTPClient: e.emu.HTTPClient(), Logger: testLogger(e.t),
+		HTTPClient: e.emu.HTTPClient(), Logger: testLogger(e.t), TracerProvider: tp,
 	})
 	if err != nil {
 		e.t.Fatalf("new applier: %v", err)

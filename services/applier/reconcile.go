@@ -190,9 +190,9 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 		attribute.String("scimcord.tenant", t.ID), attribute.String("discord.guild_id", g.ID),
 		attribute.String("scim.user_id", userID)))
 	defer span.End()
-	st := Status{Tenant: t.ID, Guild: g.ID, User: userID, TraceID: span.SpanContext().TraceID().String()}
-	if !span.SpanContext().IsValid() {
-		st.TraceID = trace.SpanContextFromContext(ctx).TraceID().String()
+	st := Status{Tenant: t.ID, Guild: g.ID, User: userID}
+	if sc := span.SpanContext(); sc.HasTraceID() {
+		st.TraceID = sc.TraceID().String() // "" when nothing is traced
 	}
 	log := s.log.With("tenant", t.ID, "guild", g.ID, "user", userID)
 
