@@ -16,11 +16,16 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/scimcord/scimcord/pkg/eventbus"
+	mappingv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/mapping/v1"
 	"github.com/scimcord/scimcord/pkg/telemetry"
 	"github.com/scimcord/scimcord/pkg/tenants"
 	"github.com/scimcord/scimcord/services/ingest"
+	"github.com/scimcord/scimcord/services/ingest/admin"
 )
 
 func main() {
@@ -89,10 +94,31 @@ func run(ctx context.Context) error {
 		log.WarnContext(ctx, "buckets not ready yet; the service keeps retrying", "error", err)
 	}
 
+	// The operator API and status page (/admin/) when SCIMCORD_ADMIN_TOKEN
+	// is set; explain and rules need mapping (SCIMCORD_MAPPING_ADDR).
+	var adm http.Handler
+	if tok := os.Getenv("SCIMCORD_ADMIN_TOKEN"); tok != "" {
+		var mc mappingv1.MappingServiceClient
+		if addr := os.Getenv("SCIMCORD_MAPPING_ADDR"); addr != "" {
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(telemetry.Propagator()))))
+			if err != nil {
+				return fmt.Errorf("SCIMCORD_MAPPING_ADDR %q: %w", addr, err)
+			}
+			defer conn.Close()
+			mc = mappingv1.NewMappingServiceClient(conn)
+		}
+		a, err := admin.New(admin.Config{Token: tok}, admin.Deps{JS: js, Tenants: ts, Mapping: mc, Logger: log.With("component", "admin"), TracerProvider: tp})
+		if err != nil {
+			return err
+		}
+		adm = a
+	}
+
 	cfg := ingest.DefaultConfig()
 	cfg.HTTPAddr = env("SCIMCORD_HTTP_ADDR", cfg.HTTPAddr)
 	cfg.BucketReplicas = replicas
-	svc, err := ingest.New(cfg, ingest.Deps{JS: js, Tenants: ts, Logger: log, TracerProvider: tp.TracerProvider})
+	svc, err := ingest.New(cfg, ingest.Deps{JS: js, Tenants: ts, Logger: log, TracerProvider: tp.TracerProvider, Admin: adm})
 	if err != nil {
 		return err
 	}
