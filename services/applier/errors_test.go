@@ -232,3 +232,62 @@ func TestMappingRefusalIsAFailedStatusNotARetryLoop(t *testing.T) {
 	}
 	e.waitIdle(testConfig().Durable)
 }
+
+func TestEachGuildProgressesIndependently(t *testing.T) {
+	t.Parallel()
+	const users = 4
+	e := newEnvSetup(t, setup{emu: discordemu.DefaultConfig(), fixture: benchFixture(2, users),
+		guilds: []tenants.Guild{{ID: benchGuild(1)}, {ID: benchGuild(2)}}, mapping: &benchMapping{guilds: 2}})
+	// Guild 1 is down (every member call fails); guild 2 is fine.
+	id, err := e.emu.Admin().AddFault(e.ctx, discordemu.FaultRule{
+		Match:  discordemu.FaultMatch{Route: discordemu.StringList{"member_get", "member_edit", "member_role_add"}, GuildID: benchGuild(1)},
+		Action: discordemu.FaultAction{Type: "status", Status: 503},
+	})
+	if err != nil {
+		t.Fatalf("add fault: %v", err)
+	}
+	r := e.start(testConfig())
+	for k := 1; k <= 4; k++ {
+		e.putGroup(fmt.Sprintf("g%d", k), fmt.Sprintf("G%d", k))
+	}
+	for i := 1; i <= users; i++ {
+		e.putUser(fmt.Sprintf("u%d", i), benchUser(i), true)
+		for _, g := range benchGroups(i) {
+			e.putMember("g"+g[1:], fmt.Sprintf("u%d", i), true)
+		}
+	}
+	converged := func(j int) func() (bool, string) {
+		return func() (bool, string) {
+			st, err := e.emu.Admin().State(e.ctx, benchGuild(j))
+			if err != nil {
+				return false, err.Error()
+			}
+			for i := 1; i <= users; i++ {
+				if got := sortedRoles(st.Member(benchUser(i)).Roles); !equal(got, benchWant(j, i)) {
+					return false, fmt.Sprintf("guild %d member %d has %v", j, i, got)
+				}
+			}
+			return true, ""
+		}
+	}
+	e.eventually("guild 2 converges while guild 1 is down", 20*time.Second, converged(2))
+	st, err := r.svc.Status(e.ctx, tenantID, benchGuild(1), "u1")
+	if err != nil || st.State != StateRetrying {
+		t.Errorf("status in the failing guild = %+v, %v; want retrying", st, err)
+	}
+	if err := e.emu.Admin().DeleteFault(e.ctx, id); err != nil {
+		t.Fatalf("delete fault: %v", err)
+	}
+	e.eventually("guild 1 converges after the outage", 20*time.Second, converged(1))
+	for i := 1; i <= users; i++ {
+		ok := 0
+		for _, rec := range e.emu.Recorder().Requests(discordemu.RequestFilter{UserID: benchUser(i)}) {
+			if rec.Method != "GET" && rec.Outcome.Status < 300 {
+				ok++
+			}
+		}
+		if ok != 2 {
+			t.Errorf("member %d: %d successful mutating calls, want one per guild", i, ok)
+		}
+	}
+}
