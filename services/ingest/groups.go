@@ -55,7 +55,7 @@ func (s *Service) checkGroupUnique(tenant, id, displayName string) error {
 // memberValues takes the member ids out of a group document. Ids that are
 // not users of the tenant are skipped and logged (DESIGN §7's named
 // exception: Okta never retries a 400, so one stale id would lose a push).
-func (s *Service) memberValues(ctx context.Context, tenant string, doc map[string]any) ([]string, map[string]string) {
+func (s *Service) memberValues(ctx context.Context, tenant string, doc map[string]any) ([]string, map[string]string, error) {
 	raw, _ := doc["members"].([]any)
 	delete(doc, "members")
 	var ids []string
@@ -73,13 +73,19 @@ func (s *Service) memberValues(ctx context.Context, tenant string, doc map[strin
 			display[v] = d
 		}
 	}
-	return s.knownUsers(ctx, tenant, ids), display
+	known, err := s.knownUsers(ctx, tenant, ids)
+	return known, display, err
 }
 
-// knownUsers filters ids to the tenant's users, logging the others.
-func (s *Service) knownUsers(ctx context.Context, tenant string, ids []string) []string {
+// maxLoggedUnknown bounds the sample of unknown member ids in the log line.
+const maxLoggedUnknown = 5
+
+// knownUsers filters ids to the tenant's users. Unknown ids are judged on a
+// current view (a user just created through another replica is known) and
+// reported in one log line: their count and a few of them.
+func (s *Service) knownUsers(ctx context.Context, tenant string, ids []string) ([]string, error) {
 	if len(ids) == 0 {
-		return nil
+		return nil, nil
 	}
 	check := func() []string {
 		s.view.mu.RLock()
@@ -95,24 +101,27 @@ func (s *Service) knownUsers(ctx context.Context, tenant string, ids []string) [
 	}
 	unknown := check()
 	if len(unknown) > 0 {
-		s.sync(ctx)
+		if err := s.writeBarrier(ctx); err != nil {
+			return nil, err
+		}
 		unknown = check()
 	}
 	if len(unknown) == 0 {
-		return ids
+		return ids, nil
 	}
-	skip := map[string]bool{}
+	skip := make(map[string]bool, len(unknown))
 	for _, id := range unknown {
 		skip[id] = true
-		s.log.WarnContext(ctx, "unknown group member skipped", "tenant", tenant, "member_id", id)
 	}
+	s.log.WarnContext(ctx, "unknown group members skipped", "tenant", tenant, "count", len(unknown),
+		"sample_ids", unknown[:min(len(unknown), maxLoggedUnknown)])
 	out := ids[:0:0]
 	for _, id := range ids {
 		if !skip[id] {
 			out = append(out, id)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // createGroup stores a new group, then its members.
@@ -124,11 +133,14 @@ func (s *Service) createGroup(ctx context.Context, tenant string, body map[strin
 	if err := validateGroup(doc); err != nil {
 		return nil, err
 	}
-	members, display := s.memberValues(ctx, tenant, doc)
+	members, display, err := s.memberValues(ctx, tenant, doc)
+	if err != nil {
+		return nil, err
+	}
 	dn, _ := doc["displayName"].(string)
 	unlock := s.lockUnique(tenant + "\x00g\x00" + lower(dn))
 	id := newID()
-	if err := s.checkGroupUnique(tenant, id, dn); err != nil {
+	if err := s.checkUnique(ctx, func() error { return s.checkGroupUnique(tenant, id, dn) }); err != nil {
 		unlock()
 		return nil, err
 	}
@@ -160,10 +172,6 @@ func (s *Service) createGroup(ctx context.Context, tenant string, body map[strin
 
 func (s *Service) getGroupForWrite(ctx context.Context, tenant, id string) (*groupRec, error) {
 	g := s.groupView(tenant, id)
-	if g == nil {
-		s.sync(ctx)
-		g = s.groupView(tenant, id)
-	}
 	if g == nil {
 		return nil, notFound("Group", id)
 	}
@@ -236,8 +244,9 @@ func (s *Service) deltaChanges(tenant, groupID string, d *memberDelta) map[strin
 // updateGroup changes a group's attributes (compare-and-set on its record)
 // and members (one record each).
 func (s *Service) updateGroup(ctx context.Context, tenant, id, ifMatch string, change func(cur map[string]any, members func() map[string]bool) (map[string]any, *memberDelta, error)) (*groupRec, error) {
-	if ifMatch != "" {
-		s.sync(ctx) // compare If-Match with the newest version, not a stale view
+	// Decide on the newest state (If-Match, no-op checks, CAS revisions).
+	if err := s.writeBarrier(ctx); err != nil {
+		return nil, err
 	}
 	for range maxCASRetries {
 		cur, err := s.getGroupForWrite(ctx, tenant, id)
@@ -263,8 +272,12 @@ func (s *Service) updateGroup(ctx context.Context, tenant, id, ifMatch string, c
 					add = append(add, u)
 				}
 			}
+			knownIDs, err := s.knownUsers(ctx, tenant, add)
+			if err != nil {
+				return nil, err
+			}
 			known := map[string]bool{}
-			for _, u := range s.knownUsers(ctx, tenant, add) {
+			for _, u := range knownIDs {
 				known[u] = true
 			}
 			for _, u := range add {
@@ -366,8 +379,9 @@ func (s *Service) patchGroup(ctx context.Context, tenant, id, ifMatch string, op
 // the applier sees every member lose the group), then the group record is
 // written with op DELETE.
 func (s *Service) deleteGroup(ctx context.Context, tenant, id, ifMatch string) error {
-	if ifMatch != "" {
-		s.sync(ctx)
+	// Decide on the newest state (If-Match, the memberships to close).
+	if err := s.writeBarrier(ctx); err != nil {
+		return err
 	}
 	for range maxCASRetries {
 		cur, err := s.getGroupForWrite(ctx, tenant, id)

@@ -384,21 +384,48 @@ func (s *Service) sync(ctx context.Context) {
 	if !s.cfg.ConsistentReads {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_ = s.catchUp(ctx, 2*time.Second)
+}
+
+// writeBarrier is sync for read-modify-write requests, and strict: every
+// decision a write takes from the view (skip an unchanged membership or
+// attribute, the member set a replace or delete closes, the revision a
+// compare-and-set expects) must be taken against a view that holds every
+// write acknowledged before the request — by any replica. Otherwise a
+// replica whose watch lags would skip a write another replica has just made
+// necessary, and answer 2xx for a change it never stored. It fails with
+// ErrUnavailable (503) when the view cannot be brought up to date within
+// WriteTimeout. It does not depend on ConsistentReads.
+func (s *Service) writeBarrier(ctx context.Context) error {
+	if err := s.catchUp(ctx, s.cfg.WriteTimeout); err != nil {
+		return fmt.Errorf("ingest: write barrier: %w", errors.Join(eventbus.ErrUnavailable, err))
+	}
+	return nil
+}
+
+// catchUp asks JetStream for the stream's last sequence (one request shared
+// by concurrent callers, started after this call) and waits until the
+// view's watch has delivered it.
+func (s *Service) catchUp(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	seq, err := s.seq.do(ctx)
 	if err != nil {
-		return
+		return err
 	}
-	wctx, wcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	wctx, wcancel := context.WithTimeout(ctx, min(500*time.Millisecond, timeout/2))
 	err = s.view.waitFor(wctx, seq)
 	wcancel()
 	if err != nil && ctx.Err() == nil {
 		// The watch is behind the stream for too long: it may have lost its
 		// consumer; re-create it and wait for the rest of the deadline.
 		s.requestWatchRestart()
-		_ = s.view.waitFor(ctx, seq)
+		err = s.view.waitFor(ctx, seq)
 	}
+	if err != nil {
+		return fmt.Errorf("ingest: view behind stream sequence %d: %w", seq, err)
+	}
+	return nil
 }
 
 // coalescer shares one in-flight fetch among concurrent callers, starting a

@@ -47,6 +47,20 @@ func (s *Service) checkUserUnique(tenant, id string, doc map[string]any) error {
 	return nil
 }
 
+// checkUnique runs a uniqueness check on the view; a conflict is confirmed
+// on a current view before it is reported (the holder may have been renamed
+// or deleted through another replica a moment ago).
+func (s *Service) checkUnique(ctx context.Context, check func() error) error {
+	err := check()
+	if err == nil {
+		return nil
+	}
+	if berr := s.writeBarrier(ctx); berr != nil {
+		return berr
+	}
+	return check()
+}
+
 // claimUser claims the user's new unique values across replicas (values it
 // already had need no new claim).
 func (s *Service) claimUser(ctx context.Context, tenant, id string, doc map[string]any, cur *userRec) error {
@@ -128,7 +142,7 @@ func (s *Service) createUser(ctx context.Context, tenant string, body map[string
 	// No read barrier here: a value taken on another replica is caught by
 	// its claim (which then syncs the view to judge it).
 	id := newID()
-	if err := s.checkUserUnique(tenant, id, doc); err != nil {
+	if err := s.checkUnique(ctx, func() error { return s.checkUserUnique(tenant, id, doc) }); err != nil {
 		return nil, err
 	}
 	if err := s.claimUser(ctx, tenant, id, doc, nil); err != nil {
@@ -146,14 +160,10 @@ func (s *Service) createUser(ctx context.Context, tenant string, body map[string
 	return s.userView(tenant, id), nil
 }
 
-// getUserForWrite returns the current user, reading through the sync
-// barrier, or a 404.
+// getUserForWrite returns the current user (the caller passed the write
+// barrier), or a 404.
 func (s *Service) getUserForWrite(ctx context.Context, tenant, id string) (*userRec, error) {
 	u := s.userView(tenant, id)
-	if u == nil {
-		s.sync(ctx)
-		u = s.userView(tenant, id)
-	}
 	if u == nil {
 		return nil, notFound("User", id)
 	}
@@ -164,8 +174,9 @@ func (s *Service) getUserForWrite(ctx context.Context, tenant, id string) (*user
 // with compare-and-set, retrying on a lost race unless ifMatch pins the
 // version.
 func (s *Service) updateUser(ctx context.Context, tenant, id string, ifMatch string, change func(cur map[string]any) (map[string]any, error)) (*userRec, error) {
-	if ifMatch != "" {
-		s.sync(ctx) // compare If-Match with the newest version, not a stale view
+	// Decide on the newest state (If-Match, no-op checks, CAS revisions).
+	if err := s.writeBarrier(ctx); err != nil {
+		return nil, err
 	}
 	for range maxCASRetries {
 		cur, err := s.getUserForWrite(ctx, tenant, id)
@@ -249,8 +260,9 @@ func (s *Service) patchUser(ctx context.Context, tenant, id, ifMatch string, ops
 // deleteUser is DELETE /Users/{id}: a record with op DELETE (its last state
 // kept for consumers), then the user's memberships are closed.
 func (s *Service) deleteUser(ctx context.Context, tenant, id, ifMatch string) error {
-	if ifMatch != "" {
-		s.sync(ctx)
+	// Decide on the newest state (If-Match, the memberships to close).
+	if err := s.writeBarrier(ctx); err != nil {
+		return err
 	}
 	deleted := false
 	for range maxCASRetries {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -72,6 +73,13 @@ type view struct {
 	tenants   map[string]*tenantView
 	watermark uint64        // highest stream sequence delivered by the watcher
 	advanced  chan struct{} // closed and replaced when watermark grows
+
+	// gate is held by the watcher while it applies one update. Tests take it
+	// to hold a replica's view behind the stream (export_test.go); it is
+	// never contended otherwise.
+	gate sync.Mutex
+	// waiting counts callers of waitFor that are blocked behind the watcher.
+	waiting atomic.Int64
 }
 
 func newView() *view {
@@ -270,12 +278,22 @@ func (v *view) setWatermark(seq uint64) {
 
 // waitFor blocks until the watcher has delivered seq.
 func (v *view) waitFor(ctx context.Context, seq uint64) error {
+	counted := false
+	defer func() {
+		if counted {
+			v.waiting.Add(-1)
+		}
+	}()
 	for {
 		v.mu.RLock()
 		w, ch := v.watermark, v.advanced
 		v.mu.RUnlock()
 		if w >= seq {
 			return nil
+		}
+		if !counted {
+			counted = true
+			v.waiting.Add(1)
 		}
 		select {
 		case <-ctx.Done():
@@ -342,13 +360,15 @@ func (v *view) watchOnce(ctx context.Context, kv jetstream.KeyValue, restart <-c
 				caughtUp()
 				continue
 			}
+			v.gate.Lock()
 			if e.Operation() == jetstream.KeyValuePut {
-				if err := v.applyRecord(e.Key(), e.Value(), e.Revision()); err != nil {
-					// A record this version cannot read: skip it, do not stall.
-					continue
-				}
+				// A record this version cannot read is skipped (its sequence
+				// still counts as delivered: the read and write barriers
+				// must not stall on it).
+				_ = v.applyRecord(e.Key(), e.Value(), e.Revision())
 			}
 			v.setWatermark(e.Revision())
+			v.gate.Unlock()
 		}
 	}
 }
