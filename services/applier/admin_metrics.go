@@ -36,6 +36,14 @@ func (s *Service) writeAdminMetrics(ctx context.Context, w io.Writer) {
 			fmt.Fprintf(w, "scimcord_applier_consumer_redelivered{consumer=%q} %d\n", s.cfg.Durable, info.NumRedelivered)
 		}
 	}
+	// Counters the alerts use are exported from zero, so that rate() and
+	// increase() see their first increment.
+	have := s.metrics.snapshot().Counters
+	for _, k := range []string{"brake_held", "changes", "dead_letters", "drift_fixes", "drift_runs", "rate_limited", "reconciles", "retries"} {
+		if _, ok := have[k]; !ok {
+			fmt.Fprintf(w, "# TYPE scimcord_applier_%s_total counter\nscimcord_applier_%s_total 0\n", k, k)
+		}
+	}
 	fmt.Fprintln(w, "# HELP scimcord_applier_discord_invalid_requests_10m Discord 401/403/429 answers in the last 10 minutes (ban at 10000).")
 	fmt.Fprintln(w, "# TYPE scimcord_applier_discord_invalid_requests_10m gauge")
 	fmt.Fprintf(w, "scimcord_applier_discord_invalid_requests_10m %d\n", s.InvalidRequests10m())
