@@ -40,6 +40,10 @@ type Config struct {
 	Sampler sdktrace.Sampler
 	// SpanProcessors are added to the provider (tests use an in-memory recorder).
 	SpanProcessors []sdktrace.SpanProcessor
+	// ServiceName overrides the service.name given to NewProvider
+	// (OTEL_SERVICE_NAME, for the single-service binaries; the all-in-one
+	// clears it so that its three providers keep their own names).
+	ServiceName string
 }
 
 // FromEnv reads the standard OTel variables. Only cmd mains call it.
@@ -48,6 +52,7 @@ func FromEnv(getenv func(string) string) Config {
 		Exporter:     strings.ToLower(strings.TrimSpace(getenv("OTEL_TRACES_EXPORTER"))),
 		OTLPEndpoint: getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
 		OTLPProtocol: getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
+		ServiceName:  strings.TrimSpace(getenv("OTEL_SERVICE_NAME")),
 	}
 	if c.OTLPEndpoint == "" {
 		c.OTLPEndpoint = getenv("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -128,6 +133,9 @@ func NewProvider(ctx context.Context, serviceName string, cfg Config) (*Provider
 	}
 	if cfg.Sampler != nil {
 		opts = append(opts, sdktrace.WithSampler(cfg.Sampler))
+	}
+	if cfg.ServiceName != "" {
+		serviceName = cfg.ServiceName
 	}
 	res, err := resource.Merge(resource.Default(), resource.NewWithAttributes(semconv.SchemaURL, semconv.ServiceName(serviceName)))
 	if err != nil {

@@ -147,3 +147,27 @@ func TestNewLogger_StampsTraceIDs(t *testing.T) {
 		t.Fatalf("log line without trace ids: %v", line)
 	}
 }
+
+func TestNewProvider_OTELServiceNameOverridesTheDefault(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ env, want string }{{"", "scimcord-ingest"}, {"ingest-eu-1", "ingest-eu-1"}} {
+		var buf bytes.Buffer
+		cfg := telemetry.FromEnv(func(k string) string {
+			return map[string]string{"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": tc.env}[k]
+		})
+		cfg.Console = &buf
+		ctx := context.Background()
+		tp, err := telemetry.NewProvider(ctx, "scimcord-ingest", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, span := tp.Tracer("t").Start(ctx, "s")
+		span.End()
+		if err := tp.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(buf.String(), `"Value":"`+tc.want+`"`) {
+			t.Errorf("OTEL_SERVICE_NAME=%q: service.name %q not in %s", tc.env, tc.want, buf.String())
+		}
+	}
+}

@@ -189,7 +189,9 @@ func (s *System) Run(ctx context.Context) error {
 	}
 
 	tel := func(name string) (*telemetry.Provider, error) {
-		return telemetry.NewProvider(ctx, name, cfg.Telemetry)
+		tcfg := cfg.Telemetry
+		tcfg.ServiceName = "" // OTEL_SERVICE_NAME is for the single-service binaries
+		return telemetry.NewProvider(ctx, name, tcfg)
 	}
 	ingestTP, err := tel("scimcord-ingest")
 	if err != nil {
