@@ -70,6 +70,9 @@ func (s *Service) memberValues(ctx context.Context, tenant string, doc map[strin
 		seen[v] = true
 		ids = append(ids, v)
 		if d, _ := mm["display"].(string); d != "" {
+			if err := checkMemberDisplay(d); err != nil {
+				return nil, nil, err
+			}
 			display[v] = d
 		}
 	}
@@ -124,7 +127,12 @@ func (s *Service) knownUsers(ctx context.Context, tenant string, ids []string) (
 	return out, nil
 }
 
-// createGroup stores a new group, then its members.
+// createGroup stores a new group: first its membership records, then the
+// uniqueness claim of its displayName, then the group record. Until the
+// group record exists the memberships belong to no visible group (the view
+// and the applier ignore them), so a failure part-way changes nothing a
+// client or Discord sees, and a retry of the POST creates the group afresh
+// (the other order would leave the group behind and answer the retry 409).
 func (s *Service) createGroup(ctx context.Context, tenant string, body map[string]any) (*groupRec, error) {
 	doc, err := normalize(kindGroup, body)
 	if err != nil {
@@ -138,26 +146,19 @@ func (s *Service) createGroup(ctx context.Context, tenant string, body map[strin
 		return nil, err
 	}
 	dn, _ := doc["displayName"].(string)
-	unlock := s.lockUnique(tenant + "\x00g\x00" + lower(dn))
 	id := newID()
-	if err := s.checkUnique(ctx, func() error { return s.checkGroupUnique(tenant, id, dn) }); err != nil {
-		unlock()
-		return nil, err
-	}
-	if err := s.claim(ctx, tenant, claimGroup, lower(dn), id); err != nil {
-		unlock()
-		return nil, err
-	}
 	now := time.Now().UTC()
 	finishDoc(doc, id, "Group", now, now)
 	ev, err := groupEvent(tenant, eventv1.Operation_OPERATION_CREATE, doc, 1, now, false)
 	if err != nil {
-		unlock()
 		return nil, err
 	}
-	_, err = s.put(ctx, ev, 0)
-	unlock()
-	if err != nil {
+	if err := s.checkSize(ev); err != nil {
+		return nil, err
+	}
+	unlock := s.lockUnique(tenant + "\x00g\x00" + lower(dn))
+	defer unlock()
+	if err := s.checkUnique(ctx, func() error { return s.checkGroupUnique(tenant, id, dn) }); err != nil {
 		return nil, err
 	}
 	changes := map[string]bool{}
@@ -165,9 +166,35 @@ func (s *Service) createGroup(ctx context.Context, tenant string, body map[strin
 		changes[m] = true
 	}
 	if err := s.setMembers(ctx, tenant, id, changes, display); err != nil {
+		return nil, notWritten(err) // the group does not exist: nothing visible changed
+	}
+	if err := s.claim(ctx, tenant, claimGroup, lower(dn), id); err != nil {
+		if len(changes) > 0 {
+			// Lost a race for the name: close the memberships written for
+			// this id (never visible; best effort).
+			s.closeOrphanMembers(ctx, tenant, id, changes)
+		}
+		return nil, err
+	}
+	if _, err := s.put(ctx, ev, 0); err != nil {
+		if errors.Is(err, errNotWritten) {
+			s.releaseClaim(ctx, tenant, claimGroup, lower(dn), id)
+		}
 		return nil, err
 	}
 	return s.groupView(tenant, id), nil
+}
+
+// closeOrphanMembers closes the memberships of a group id that was never
+// created.
+func (s *Service) closeOrphanMembers(ctx context.Context, tenant, id string, added map[string]bool) {
+	closes := make(map[string]bool, len(added))
+	for u := range added {
+		closes[u] = false
+	}
+	if err := s.setMembers(context.WithoutCancel(ctx), tenant, id, closes, nil); err != nil {
+		s.log.WarnContext(ctx, "closing the memberships of a group that was not created failed", "tenant", tenant, "group_id", id, "error", err)
+	}
 }
 
 func (s *Service) getGroupForWrite(ctx context.Context, tenant, id string) (*groupRec, error) {
@@ -261,6 +288,7 @@ func (s *Service) updateGroup(ctx context.Context, tenant, id, ifMatch string, c
 			return nil, err
 		}
 		before := cloneDoc(curDoc)
+		wroteAttrs := false
 		newDoc, delta, err := change(curDoc, func() map[string]bool { return s.currentMembers(tenant, id) })
 		if err != nil {
 			return nil, err
@@ -291,26 +319,32 @@ func (s *Service) updateGroup(ctx context.Context, tenant, id, ifMatch string, c
 		}
 		newDoc["id"], newDoc["meta"], newDoc["schemas"] = before["id"], before["meta"], before["schemas"]
 		if !jsonEqual(before, newDoc) {
+			now := time.Now().UTC()
+			finishDoc(newDoc, id, "Group", cur.created, now)
+			ev, err := groupEvent(tenant, eventv1.Operation_OPERATION_UPDATE, newDoc, cur.version+1, now, false)
+			if err != nil {
+				return nil, err
+			}
+			if err := s.checkSize(ev); err != nil {
+				return nil, err
+			}
 			dn, _ := newDoc["displayName"].(string)
+			claimed := lower(dn) != lower(cur.displayName)
 			unlock := s.lockUnique(tenant + "\x00g\x00" + lower(dn))
 			if err := s.checkGroupUnique(tenant, id, dn); err != nil {
 				unlock()
 				return nil, err
 			}
-			if lower(dn) != lower(cur.displayName) {
+			if claimed {
 				if err := s.claim(ctx, tenant, claimGroup, lower(dn), id); err != nil {
 					unlock()
 					return nil, err
 				}
 			}
-			now := time.Now().UTC()
-			finishDoc(newDoc, id, "Group", cur.created, now)
-			ev, err := groupEvent(tenant, eventv1.Operation_OPERATION_UPDATE, newDoc, cur.version+1, now, false)
-			if err != nil {
-				unlock()
-				return nil, err
-			}
 			_, err = s.put(ctx, ev, cur.rev)
+			if claimed && errors.Is(err, errNotWritten) {
+				s.releaseClaim(ctx, tenant, claimGroup, lower(dn), id)
+			}
 			unlock()
 			if errors.Is(err, eventbus.ErrConflict) {
 				if ifMatch != "" {
@@ -324,9 +358,13 @@ func (s *Service) updateGroup(ctx context.Context, tenant, id, ifMatch string, c
 			if err != nil {
 				return nil, err
 			}
+			wroteAttrs = true
 		}
 		if delta != nil {
 			if err := s.setMembers(ctx, tenant, id, s.deltaChanges(tenant, id, delta), delta.display); err != nil {
+				if wroteAttrs {
+					return nil, partial(err)
+				}
 				return nil, err
 			}
 		}
@@ -348,6 +386,9 @@ func (s *Service) replaceGroup(ctx context.Context, tenant, id, ifMatch string, 
 		mm, _ := m.(map[string]any)
 		if v, _ := mm["value"].(string); v != "" {
 			d, _ := mm["display"].(string)
+			if err := checkMemberDisplay(d); err != nil {
+				return nil, err
+			}
 			delta.putRef(memberRef{id: v, display: d})
 		}
 	}
@@ -383,6 +424,7 @@ func (s *Service) deleteGroup(ctx context.Context, tenant, id, ifMatch string) e
 	if err := s.writeBarrier(ctx); err != nil {
 		return err
 	}
+	wrote := false
 	for range maxCASRetries {
 		cur, err := s.getGroupForWrite(ctx, tenant, id)
 		if err != nil {
@@ -396,8 +438,12 @@ func (s *Service) deleteGroup(ctx context.Context, tenant, id, ifMatch string) e
 			changes[u] = false
 		}
 		if err := s.setMembers(ctx, tenant, id, changes, nil); err != nil {
+			if wrote || len(changes) > 0 {
+				return partial(err)
+			}
 			return err
 		}
+		wrote = wrote || len(changes) > 0
 		doc, err := decodeObject(cur.raw)
 		if err != nil {
 			return err
@@ -411,6 +457,9 @@ func (s *Service) deleteGroup(ctx context.Context, tenant, id, ifMatch string) e
 			return nil
 		}
 		if !errors.Is(err, eventbus.ErrConflict) {
+			if wrote {
+				return partial(err)
+			}
 			return err
 		}
 		if ifMatch != "" {

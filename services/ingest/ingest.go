@@ -35,6 +35,11 @@ type Config struct {
 	BasePath string
 	// MaxBodyBytes bounds request bodies; larger ones get 413 (default 1 MiB).
 	MaxBodyBytes int64
+	// MaxResourceBytes bounds one stored resource (its SCIM JSON): a write
+	// that would make a user, a group's attributes or a membership larger
+	// gets 400 invalidValue (default 256 KiB). It keeps every record far
+	// below NATS's max_payload and the applier's gRPC message limit (4 MiB).
+	MaxResourceBytes int
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
 	// PatchResponse is "204" (default: 204 No Content) or "200" (the
@@ -66,6 +71,7 @@ func DefaultConfig() Config {
 		HTTPAddr:          ":8080",
 		BasePath:          "/scim/v2",
 		MaxBodyBytes:      1 << 20,
+		MaxResourceBytes:  256 << 10,
 		ShutdownTimeout:   10 * time.Second,
 		PatchResponse:     "204",
 		MaxResults:        1000,
@@ -84,6 +90,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, fmt.Errorf("ingest: MaxBodyBytes %d must be positive", c.MaxBodyBytes))
+	}
+	if c.MaxResourceBytes <= 0 || c.MaxResourceBytes > 4<<20 {
+		errs = append(errs, fmt.Errorf("ingest: MaxResourceBytes %d must be positive and at most 4 MiB", c.MaxResourceBytes))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("ingest: ShutdownTimeout %s must be positive", c.ShutdownTimeout))

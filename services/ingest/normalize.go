@@ -239,6 +239,12 @@ func normalizeSingle(urn string, a *attr, v any) (any, error) {
 		if !snowflakeRe.MatchString(s) {
 			return nil, badRequest(scimInvalidValue, "%s:%s must be a string of 17 to 20 digits", SchemaDiscord, discordUserIDAttr)
 		}
+		// One id, one spelling: uniqueness is checked on the text, so a
+		// leading zero would let a second user claim the same snowflake,
+		// and Discord ids are unsigned 64-bit integers.
+		if n, err := strconv.ParseUint(s, 10, 64); err != nil || strconv.FormatUint(n, 10) != s {
+			return nil, badRequest(scimInvalidValue, "%s:%s %q is not a Discord id (an unsigned 64-bit integer without leading zeros)", SchemaDiscord, discordUserIDAttr, s)
+		}
 		return s, nil
 	}
 	switch a.Type {

@@ -478,6 +478,18 @@ func simpleValueEq(e filter.Expression) (string, bool) {
 	return unescapeFilterString(s), ok
 }
 
+// maxMemberDisplay bounds the display an IdP sends for a member (it is kept
+// with each membership and rendered with the group: unbounded, a big group
+// would render gigabytes).
+const maxMemberDisplay = 1024
+
+func checkMemberDisplay(d string) error {
+	if len(d) > maxMemberDisplay {
+		return badRequest(scimInvalidValue, "a member display is %d bytes; the limit is %d", len(d), maxMemberDisplay)
+	}
+	return nil
+}
+
 // memberRef is a member named in a request.
 type memberRef struct{ id, display string }
 
@@ -496,6 +508,9 @@ func memberIDs(v any) ([]memberRef, error) {
 			d, _ := getFold(x, "display").(string)
 			if d == "" {
 				d, _ = getFold(x, "displayName").(string)
+			}
+			if err := checkMemberDisplay(d); err != nil {
+				return nil, err
 			}
 			ids = append(ids, memberRef{id: id, display: d})
 		case string:

@@ -15,6 +15,9 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/scimcord/scimcord/pkg/eventbus"
 	eventv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/event/v1"
 )
@@ -40,7 +43,10 @@ func (s *Service) put(ctx context.Context, ev *eventv1.Event, expectedRev uint64
 		// Do not hand the write to a reconnecting client: with a reconnect
 		// buffer it would be sent after we answered 503.
 		s.metrics.write("unavailable")
-		return 0, fmt.Errorf("ingest: put %s: NATS not connected: %w", keyOf(ev), eventbus.ErrUnavailable)
+		return 0, fmt.Errorf("ingest: put %s: NATS not connected: %w", keyOf(ev), errors.Join(eventbus.ErrUnavailable, errNotWritten))
+	}
+	if err := s.checkSize(ev); err != nil {
+		return 0, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
@@ -58,10 +64,40 @@ func (s *Service) put(ctx context.Context, ev *eventv1.Event, expectedRev uint64
 		if !errors.Is(err, eventbus.ErrConflict) && !errors.Is(err, eventbus.ErrUnavailable) {
 			err = errors.Join(eventbus.ErrUnavailable, err)
 		}
+		if refused(err) {
+			err = errors.Join(err, errNotWritten)
+		}
 		return 0, err
 	}
 	s.view.apply(ev, rev)
 	return rev, nil
+}
+
+// refused reports whether JetStream answered a publish with an error (so
+// it certainly did not store it), as opposed to not answering in time.
+func refused(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, eventbus.ErrConflict) || errors.As(err, &apiErr) || errors.Is(err, nats.ErrNoResponders)
+}
+
+// checkSize refuses a record larger than MaxResourceBytes: a resource must
+// stay well below what NATS (max_payload) and the applier's gRPC call to
+// mapping can carry, or the IdP would get 5xx for it forever. The limit is
+// on the stored SCIM JSON, the bulk of a record.
+func (s *Service) checkSize(ev *eventv1.Event) error {
+	if n := len(ev.GetSnapshot()); n > s.cfg.MaxResourceBytes {
+		kind := "resource"
+		switch ev.GetResource().(type) {
+		case *eventv1.Event_User:
+			kind = "User"
+		case *eventv1.Event_Group:
+			kind = "Group"
+		case *eventv1.Event_Membership:
+			kind = "group member"
+		}
+		return badRequest(scimInvalidValue, "the %s would be %d bytes stored; the limit is %d bytes", kind, n, s.cfg.MaxResourceBytes)
+	}
+	return nil
 }
 
 // connected reports whether the NATS connection is up. Requests are not

@@ -99,6 +99,29 @@ func (s *Service) claim(ctx context.Context, tenant, kind, value, owner string) 
 	return conflictFor(kind, value)
 }
 
+// releaseClaim deletes owner's claim of a value (compare-and-set on the
+// claim's revision), after the write it guarded certainly failed. Best
+// effort: a claim left behind goes stale after the lease.
+func (s *Service) releaseClaim(ctx context.Context, tenant, kind, value, owner string) {
+	if value == "" || s.claims == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.WriteTimeout)
+	defer cancel()
+	key := claimKey(tenant, kind, value)
+	e, err := s.claims.Get(ctx, key)
+	if err != nil {
+		return
+	}
+	var c claim
+	if json.Unmarshal(e.Value(), &c) != nil || c.Owner != owner {
+		return
+	}
+	if err := s.claims.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
+		s.log.DebugContext(ctx, "releasing a uniqueness claim failed", "key", key, "error", err)
+	}
+}
+
 func conflictFor(kind, value string) error {
 	switch kind {
 	case claimUserName:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -136,28 +137,52 @@ func (s *Service) createUser(ctx context.Context, tenant string, body map[string
 	if err := validateUser(doc); err != nil {
 		return nil, err
 	}
-	un, _ := doc["userName"].(string)
-	unlock := s.lockUnique(uniqueKeys(tenant, un, discordID(doc))...)
-	defer unlock()
-	// No read barrier here: a value taken on another replica is caught by
-	// its claim (which then syncs the view to judge it).
+	if _, ok := doc["active"]; !ok {
+		doc["active"] = true // a user created without "active" is active (stored explicitly)
+	}
 	id := newID()
-	if err := s.checkUnique(ctx, func() error { return s.checkUserUnique(tenant, id, doc) }); err != nil {
-		return nil, err
-	}
-	if err := s.claimUser(ctx, tenant, id, doc, nil); err != nil {
-		return nil, err
-	}
 	now := time.Now().UTC()
 	finishDoc(doc, id, "User", now, now)
 	ev, err := userEvent(tenant, eventv1.Operation_OPERATION_CREATE, doc, 1, now, false)
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkSize(ev); err != nil {
+		return nil, err
+	}
+	un, _ := doc["userName"].(string)
+	unlock := s.lockUnique(uniqueKeys(tenant, un, discordID(doc))...)
+	defer unlock()
+	// No read barrier here: a value taken on another replica is caught by
+	// its claim (which then syncs the view to judge it).
+	if err := s.checkUnique(ctx, func() error { return s.checkUserUnique(tenant, id, doc) }); err != nil {
+		return nil, err
+	}
+	if err := s.claimUser(ctx, tenant, id, doc, nil); err != nil {
+		return nil, err
+	}
 	if _, err := s.put(ctx, ev, 0); err != nil {
+		s.releaseUserClaims(ctx, tenant, id, doc, nil, err)
 		return nil, err
 	}
 	return s.userView(tenant, id), nil
+}
+
+// releaseUserClaims gives back the claims claimUser took for a write that
+// JetStream certainly did not store, so that a retry of the request is not
+// refused as a duplicate of itself. After an unconfirmed write (a timeout)
+// the claims stay: the record may exist.
+func (s *Service) releaseUserClaims(ctx context.Context, tenant, id string, doc map[string]any, cur *userRec, putErr error) {
+	if !errors.Is(putErr, errNotWritten) {
+		return
+	}
+	un, _ := doc["userName"].(string)
+	if cur == nil || lower(cur.userName) != lower(un) {
+		s.releaseClaim(ctx, tenant, claimUserName, lower(un), id)
+	}
+	if d := discordID(doc); d != "" && (cur == nil || cur.discordID != d) {
+		s.releaseClaim(ctx, tenant, claimDiscord, d, id)
+	}
 }
 
 // getUserForWrite returns the current user (the caller passed the write
@@ -198,6 +223,20 @@ func (s *Service) updateUser(ctx context.Context, tenant, id string, ifMatch str
 		if err := validateUser(newDoc); err != nil {
 			return nil, err
 		}
+		if _, ok := newDoc["active"]; !ok {
+			// "active" removed, set to null, or left out of a PUT: the user
+			// keeps its state. An omission never grants access (README).
+			newDoc["active"] = cur.active
+		}
+		now := time.Now().UTC()
+		finishDoc(newDoc, id, "User", created, now)
+		ev, err := userEvent(tenant, eventv1.Operation_OPERATION_UPDATE, newDoc, cur.version+1, now, false)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.checkSize(ev); err != nil {
+			return nil, err
+		}
 		un, _ := newDoc["userName"].(string)
 		unlock := s.lockUnique(uniqueKeys(tenant, un, discordID(newDoc))...)
 		if err := s.checkUserUnique(tenant, id, newDoc); err != nil {
@@ -208,14 +247,10 @@ func (s *Service) updateUser(ctx context.Context, tenant, id string, ifMatch str
 			unlock()
 			return nil, err
 		}
-		now := time.Now().UTC()
-		finishDoc(newDoc, id, "User", created, now)
-		ev, err := userEvent(tenant, eventv1.Operation_OPERATION_UPDATE, newDoc, cur.version+1, now, false)
-		if err != nil {
-			unlock()
-			return nil, err
-		}
 		_, err = s.put(ctx, ev, cur.rev)
+		if err != nil {
+			s.releaseUserClaims(ctx, tenant, id, newDoc, cur, err)
+		}
 		unlock()
 		if err == nil {
 			return s.userView(tenant, id), nil
@@ -257,14 +292,17 @@ func (s *Service) patchUser(ctx context.Context, tenant, id, ifMatch string, ops
 	})
 }
 
-// deleteUser is DELETE /Users/{id}: a record with op DELETE (its last state
-// kept for consumers), then the user's memberships are closed.
+// deleteUser is DELETE /Users/{id}: the user's memberships are closed
+// first, then the user record is written with op DELETE (its last state kept
+// for consumers). In this order a failure part-way leaves the user in place,
+// so a retry of the DELETE finishes the job (the other order would answer
+// the retry 404 and leave memberships open).
 func (s *Service) deleteUser(ctx context.Context, tenant, id, ifMatch string) error {
 	// Decide on the newest state (If-Match, the memberships to close).
 	if err := s.writeBarrier(ctx); err != nil {
 		return err
 	}
-	deleted := false
+	wrote := false
 	for range maxCASRetries {
 		cur, err := s.getUserForWrite(ctx, tenant, id)
 		if err != nil {
@@ -273,21 +311,37 @@ func (s *Service) deleteUser(ctx context.Context, tenant, id, ifMatch string) er
 		if ifMatch != "" && !etagMatches(ifMatch, cur.rev) {
 			return errPreconditionFailed
 		}
+		s.view.mu.RLock()
+		var groups []string
+		if t := s.view.tenant(tenant); t != nil {
+			for g := range t.userGroups[id] {
+				groups = append(groups, g)
+			}
+		}
+		s.view.mu.RUnlock()
+		slices.Sort(groups)
+		for _, g := range groups {
+			wrote = true
+			if err := s.setMembers(ctx, tenant, g, map[string]bool{id: false}, nil); err != nil {
+				return partial(err)
+			}
+		}
 		doc, err := decodeObject(cur.raw)
 		if err != nil {
 			return err
 		}
-		now := time.Now().UTC()
-		ev, err := userEvent(tenant, eventv1.Operation_OPERATION_DELETE, doc, cur.version+1, now, true)
+		ev, err := userEvent(tenant, eventv1.Operation_OPERATION_DELETE, doc, cur.version+1, time.Now().UTC(), true)
 		if err != nil {
 			return err
 		}
 		_, err = s.put(ctx, ev, cur.rev)
 		if err == nil {
-			deleted = true
-			break
+			return nil
 		}
 		if !errors.Is(err, eventbus.ErrConflict) {
+			if wrote {
+				return partial(err)
+			}
 			return err
 		}
 		if ifMatch != "" {
@@ -297,26 +351,7 @@ func (s *Service) deleteUser(ctx context.Context, tenant, id, ifMatch string) er
 			return err
 		}
 	}
-	if !deleted {
-		return errf(http.StatusConflict, "", "user %q is being changed concurrently; retry", id)
-	}
-	s.view.mu.RLock()
-	var groups []string
-	if t := s.view.tenant(tenant); t != nil {
-		for g := range t.userGroups[id] {
-			groups = append(groups, g)
-		}
-	}
-	s.view.mu.RUnlock()
-	for _, g := range groups {
-		if err := s.setMembers(ctx, tenant, g, map[string]bool{id: false}, nil); err != nil {
-			// The user is deleted (the applier acts on that record); a
-			// membership left open is hidden by the view and closed here
-			// on the next delete of the group.
-			s.log.WarnContext(ctx, "closing membership of deleted user failed", "tenant", tenant, "user_id", id, "group_id", g, "error", err)
-		}
-	}
-	return nil
+	return errf(http.StatusConflict, "", "user %q is being changed concurrently; retry", id)
 }
 
 func cloneDoc(m map[string]any) map[string]any {
