@@ -111,6 +111,7 @@ type adminReply struct {
 // drift reports and the invalid-request window.
 type adminState struct {
 	invalid *invalidWindow
+	discord *discordStats
 	mu      sync.Mutex
 	repairs map[string]RepairSummary // tenant|guild → last report
 	index   map[string]Status        // sync_status key → status (kept by watchStatus)

@@ -3,6 +3,7 @@ package applier
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -24,6 +25,7 @@ type spanTransport struct {
 	base    http.RoundTripper
 	tracer  trace.Tracer
 	invalid *invalidWindow
+	stats   *discordStats // nil: no metrics
 }
 
 func (t *spanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -45,11 +47,14 @@ func (t *spanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if tk, _ := req.Context().Value(ticketKey{}).(*Ticket); tk != nil {
 		attrs = append(attrs, attribute.Float64("discord.ratelimit.wait_ms", float64(tk.waited.Microseconds())/1000))
+		t.stats.wait(tk.waited)
 	}
 	ctx, span := t.tracer.Start(req.Context(), "discord "+route, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 	defer span.End()
+	start := time.Now()
 	resp, err := t.base.RoundTrip(req.WithContext(ctx))
 	if err != nil {
+		t.stats.call(route, "error", "", time.Since(start))
 		span.SetStatus(codes.Error, "transport error")
 		span.SetAttributes(attribute.String("error.type", "transport"))
 		return nil, err
@@ -70,13 +75,23 @@ func (t *spanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	case http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests:
 		t.invalid.add(time.Now())
 	}
+	dcode := ""
 	if resp.StatusCode >= 400 {
 		span.SetStatus(codes.Error, http.StatusText(resp.StatusCode))
 		span.SetAttributes(attribute.String("error.type", strconv.Itoa(resp.StatusCode)))
 		if code, ok := peekCode(resp); ok {
 			span.SetAttributes(attribute.Int("discord.error_code", code))
+			dcode = strconv.Itoa(code)
 		}
 	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		scope := resp.Header.Get("X-RateLimit-Scope")
+		if scope == "" {
+			scope = "unknown" // a Cloudflare ban page has none
+		}
+		t.stats.tooMany(scope)
+	}
+	t.stats.call(route, strconv.Itoa(resp.StatusCode), dcode, time.Since(start))
 	return resp, nil
 }
 
@@ -143,4 +158,96 @@ func (w *invalidWindow) count(now time.Time) int {
 		}
 	}
 	return n
+}
+
+// discordStats are the Discord call metrics: calls by route, status and
+// Discord code, latency by route, the limiter's wait and 429s by scope.
+type discordStats struct {
+	mu      sync.Mutex
+	calls   map[[3]string]int64
+	latency map[string]*histogram
+	waits   *histogram
+	r429    map[string]int64
+}
+
+func newDiscordStats() *discordStats {
+	return &discordStats{calls: map[[3]string]int64{}, latency: map[string]*histogram{},
+		waits: newHistogram(waitBuckets), r429: map[string]int64{}}
+}
+
+var (
+	latencyBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+	waitBuckets    = []float64{0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5}
+)
+
+func (d *discordStats) call(route, status, code string, took time.Duration) {
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls[[3]string{route, status, code}]++
+	h := d.latency[route]
+	if h == nil {
+		h = newHistogram(latencyBuckets)
+		d.latency[route] = h
+	}
+	h.observe(took.Seconds())
+}
+
+func (d *discordStats) wait(w time.Duration) {
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	d.waits.observe(w.Seconds())
+	d.mu.Unlock()
+}
+
+func (d *discordStats) tooMany(scope string) {
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	d.r429[scope]++
+	d.mu.Unlock()
+}
+
+// histogram is a Prometheus-style cumulative histogram.
+type histogram struct {
+	bounds []float64
+	counts []int64 // per bucket, +Inf last
+	sum    float64
+	n      int64
+}
+
+func newHistogram(bounds []float64) *histogram {
+	return &histogram{bounds: bounds, counts: make([]int64, len(bounds)+1)}
+}
+
+func (h *histogram) observe(v float64) {
+	i := 0
+	for i < len(h.bounds) && v > h.bounds[i] {
+		i++
+	}
+	h.counts[i]++
+	h.sum += v
+	h.n++
+}
+
+// write renders h as name_bucket/_sum/_count with the given labels
+// (`k="v",` pairs, possibly empty).
+func (h *histogram) write(w io.Writer, name, labels string) {
+	var cum int64
+	for i, b := range h.bounds {
+		cum += h.counts[i]
+		fmt.Fprintf(w, "%s_bucket{%sle=\"%g\"} %d\n", name, labels, b, cum)
+	}
+	cum += h.counts[len(h.bounds)]
+	fmt.Fprintf(w, "%s_bucket{%sle=\"+Inf\"} %d\n", name, labels, cum)
+	l := strings.TrimSuffix(labels, ",")
+	if l != "" {
+		l = "{" + l + "}"
+	}
+	fmt.Fprintf(w, "%s_sum%s %g\n%s_count%s %d\n", name, l, h.sum, name, l, h.n)
 }

@@ -44,6 +44,35 @@ func (s *Service) writeAdminMetrics(ctx context.Context, w io.Writer) {
 			fmt.Fprintf(w, "# TYPE scimcord_applier_%s_total counter\nscimcord_applier_%s_total 0\n", k, k)
 		}
 	}
+	if d := s.admin.discord; d != nil {
+		d.mu.Lock()
+		fmt.Fprintln(w, "# HELP scimcord_applier_discord_requests_total Discord calls by route, HTTP status and Discord error code.")
+		fmt.Fprintln(w, "# TYPE scimcord_applier_discord_requests_total counter")
+		keys := make([][3]string, 0, len(d.calls))
+		for k := range d.calls {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool {
+			return keys[i][0]+"|"+keys[i][1]+"|"+keys[i][2] < keys[j][0]+"|"+keys[j][1]+"|"+keys[j][2]
+		})
+		for _, k := range keys {
+			fmt.Fprintf(w, "scimcord_applier_discord_requests_total{route=%q,status=%q,code=%q} %d\n", k[0], k[1], k[2], d.calls[k])
+		}
+		fmt.Fprintln(w, "# HELP scimcord_applier_discord_request_duration_seconds Discord call latency by route.")
+		fmt.Fprintln(w, "# TYPE scimcord_applier_discord_request_duration_seconds histogram")
+		for _, r := range sortedKeys(d.latency) {
+			d.latency[r].write(w, "scimcord_applier_discord_request_duration_seconds", fmt.Sprintf("route=%q,", r))
+		}
+		fmt.Fprintln(w, "# HELP scimcord_applier_ratelimit_wait_seconds Time a Discord call waited for the applier's rate limiter.")
+		fmt.Fprintln(w, "# TYPE scimcord_applier_ratelimit_wait_seconds histogram")
+		d.waits.write(w, "scimcord_applier_ratelimit_wait_seconds", "")
+		fmt.Fprintln(w, "# HELP scimcord_applier_discord_429_total Discord 429 answers by X-RateLimit-Scope (user, global, shared, unknown).")
+		fmt.Fprintln(w, "# TYPE scimcord_applier_discord_429_total counter")
+		for _, sc := range []string{"user", "global", "shared", "unknown"} {
+			fmt.Fprintf(w, "scimcord_applier_discord_429_total{scope=%q} %d\n", sc, d.r429[sc])
+		}
+		d.mu.Unlock()
+	}
 	fmt.Fprintln(w, "# HELP scimcord_applier_discord_invalid_requests_10m Discord 401/403/429 answers in the last 10 minutes (ban at 10000).")
 	fmt.Fprintln(w, "# TYPE scimcord_applier_discord_invalid_requests_10m gauge")
 	fmt.Fprintf(w, "scimcord_applier_discord_invalid_requests_10m %d\n", s.InvalidRequests10m())

@@ -252,10 +252,10 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	inv := newInvalidWindow()
+	inv, ds := newInvalidWindow(), newDiscordStats()
 	if lt, ok := dc.s.Client.Transport.(*limitTransport); ok {
 		// Inside the limiter: the span sees the raw rate-limit headers.
-		lt.base = &spanTransport{base: lt.base, tracer: tp.Tracer("github.com/scimcord/scimcord/services/applier/discord"), invalid: inv}
+		lt.base = &spanTransport{base: lt.base, tracer: tp.Tracer("github.com/scimcord/scimcord/services/applier/discord"), invalid: inv, stats: ds}
 	}
 	return &Service{
 		cfg: cfg, deps: deps, log: log.With("service", "applier"),
@@ -264,7 +264,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		pageSize: membersPage, id: replicaID(),
 		autoRoles: &autoRoleCache{at: map[string]time.Time{}, roles: map[string]map[string]string{}},
 		brake:     newBrake(cfg.BrakeMaxCount, cfg.BrakeMaxShare, cfg.BrakeWindow),
-		admin:     &adminState{invalid: inv},
+		admin:     &adminState{invalid: inv, discord: ds},
 	}, nil
 }
 

@@ -52,6 +52,11 @@ func TestMetrics_EveryNameTheAlertsAndDashboardUse(t *testing.T) {
 		`scimcord_applier_consumer_pending{consumer="applier"}`,
 		`scimcord_ingest_events_published_total{kind="membership"}`,
 		`scimcord_applier_discord_invalid_requests_10m 1`,
+		`scimcord_applier_discord_requests_total{route="PUT /guilds/{id}/members/{id}/roles/{id}",status="403",code="50013"} 1`,
+		`scimcord_applier_discord_request_duration_seconds_bucket{route="GET /guilds/{id}/members/{id}",le="+Inf"}`,
+		`scimcord_applier_ratelimit_wait_seconds_count`,
+		`scimcord_applier_discord_429_total{scope="global"} 0`,
+		`scimcord_ingest_request_duration_seconds_count`,
 	} {
 		if !strings.Contains(scrape, want) {
 			t.Errorf("scrape lacks %s", want)
