@@ -18,6 +18,7 @@ const (
 	scimInvalidPath   = "invalidPath"
 	scimNoTarget      = "noTarget"
 	scimInvalidValue  = "invalidValue"
+	scimMutability    = "mutability"
 )
 
 // Error is a SCIM protocol error: an HTTP status, an optional scimType and a

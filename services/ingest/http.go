@@ -168,6 +168,15 @@ func baseURL(r *http.Request) string {
 
 func (s *Service) route(q *request, res string, rest []string) {
 	m := q.r.Method
+	if m == http.MethodHead {
+		m = http.MethodGet // answered like GET; net/http drops the body
+	}
+	const (
+		allowGet        = "GET, HEAD"
+		allowPost       = "POST"
+		allowCollection = "GET, HEAD, POST"
+		allowResource   = "GET, HEAD, PUT, PATCH, DELETE"
+	)
 	switch res {
 	case "users", "groups":
 		k := kindUser
@@ -179,8 +188,12 @@ func (s *Service) route(q *request, res string, rest []string) {
 			s.handleList(q, k)
 		case len(rest) == 0 && m == http.MethodPost:
 			s.handleCreate(q, k)
+		case len(rest) == 0:
+			s.methodNotAllowed(q, allowCollection)
 		case len(rest) == 1 && rest[0] == ".search" && m == http.MethodPost:
 			s.handleSearch(q, k)
+		case len(rest) == 1 && rest[0] == ".search":
+			s.methodNotAllowed(q, allowPost)
 		case len(rest) == 1 && m == http.MethodGet:
 			s.handleGet(q, k, rest[0])
 		case len(rest) == 1 && m == http.MethodPut:
@@ -189,14 +202,14 @@ func (s *Service) route(q *request, res string, rest []string) {
 			s.handlePatch(q, k, rest[0])
 		case len(rest) == 1 && m == http.MethodDelete:
 			s.handleDelete(q, k, rest[0])
-		case len(rest) <= 1:
-			s.methodNotAllowed(q)
+		case len(rest) == 1:
+			s.methodNotAllowed(q, allowResource)
 		default:
 			s.writeError(q, errf(http.StatusNotFound, "", "no SCIM endpoint at %s", q.r.URL.Path))
 		}
 	case ".search":
 		if m != http.MethodPost {
-			s.methodNotAllowed(q)
+			s.methodNotAllowed(q, allowPost)
 			return
 		}
 		s.handleSearch(q, -1)
@@ -206,31 +219,35 @@ func (s *Service) route(q *request, res string, rest []string) {
 			return
 		}
 		if m != http.MethodGet {
-			s.methodNotAllowed(q)
+			s.methodNotAllowed(q, allowGet)
 			return
 		}
 		s.writeJSON(q, http.StatusOK, s.serviceProviderConfig(q))
 	case "resourcetypes":
 		if m != http.MethodGet {
-			s.methodNotAllowed(q)
+			s.methodNotAllowed(q, allowGet)
 			return
 		}
 		s.handleResourceTypes(q, rest)
 	case "schemas":
 		if m != http.MethodGet {
-			s.methodNotAllowed(q)
+			s.methodNotAllowed(q, allowGet)
 			return
 		}
 		s.handleSchemas(q, rest)
 	case "bulk":
-		if m != http.MethodPost || len(rest) > 0 {
-			s.methodNotAllowed(q)
+		if len(rest) > 0 {
+			s.writeError(q, errf(http.StatusNotFound, "", "no SCIM endpoint at %s", q.r.URL.Path))
+			return
+		}
+		if m != http.MethodPost {
+			s.methodNotAllowed(q, allowPost)
 			return
 		}
 		s.handleBulk(q)
 	case "roles", "entitlements":
 		if m != http.MethodGet {
-			s.methodNotAllowed(q)
+			s.methodNotAllowed(q, allowGet)
 			return
 		}
 		s.handleRoles(q, rest)
@@ -239,8 +256,10 @@ func (s *Service) route(q *request, res string, rest []string) {
 	}
 }
 
-func (s *Service) methodNotAllowed(q *request) {
-	s.writeError(q, errf(http.StatusMethodNotAllowed, "", "method %s not allowed on %s", q.r.Method, q.r.URL.Path))
+// methodNotAllowed answers 405 with the Allow header (RFC 9110 §15.5.6).
+func (s *Service) methodNotAllowed(q *request, allow string) {
+	q.w.Header().Set("Allow", allow)
+	s.writeError(q, errf(http.StatusMethodNotAllowed, "", "method %s not allowed on %s; allowed: %s", q.r.Method, q.r.URL.Path, allow))
 }
 
 // writeJSON writes a SCIM JSON response.
@@ -294,8 +313,10 @@ func (s *Service) writeError(q *request, err error) {
 func (s *Service) readBody(q *request, limit int64) (map[string]any, error) {
 	if ct := q.r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
+		// text/plain and text/json are read as JSON too: Postman-based
+		// suites (Microsoft's, Okta's) send raw JSON bodies as text/plain.
 		if err != nil || !(mt == "application/json" || mt == "application/scim+json" || strings.HasSuffix(mt, "+json") || mt == "text/plain" || mt == "text/json") {
-			return nil, errf(http.StatusUnsupportedMediaType, scimInvalidSyntax, "Content-Type must be application/scim+json or application/json")
+			return nil, errf(http.StatusUnsupportedMediaType, "", "Content-Type must be application/scim+json or application/json (text/plain and text/json bodies are read as JSON too)")
 		}
 	}
 	data, err := io.ReadAll(http.MaxBytesReader(q.w, q.r.Body, limit))

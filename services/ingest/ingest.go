@@ -42,6 +42,11 @@ type Config struct {
 	MaxResourceBytes int
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
+	// HTTPReadTimeout bounds reading one request, body included (default
+	// 30s); HTTPWriteTimeout bounds a request from the end of its headers
+	// to the end of its response (default 2m: a 100,000-member PUT takes
+	// seconds); HTTPIdleTimeout closes idle keep-alive connections (2m).
+	HTTPReadTimeout, HTTPWriteTimeout, HTTPIdleTimeout time.Duration
 	// PatchResponse is "204" (default: 204 No Content) or "200" (the
 	// resource). A PATCH with attributes/excludedAttributes always gets 200.
 	PatchResponse string
@@ -73,6 +78,9 @@ func DefaultConfig() Config {
 		MaxBodyBytes:      1 << 20,
 		MaxResourceBytes:  256 << 10,
 		ShutdownTimeout:   10 * time.Second,
+		HTTPReadTimeout:   30 * time.Second,
+		HTTPWriteTimeout:  2 * time.Minute,
+		HTTPIdleTimeout:   2 * time.Minute,
 		PatchResponse:     "204",
 		MaxResults:        1000,
 		BulkMaxOperations: 1000,
@@ -90,6 +98,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, fmt.Errorf("ingest: MaxBodyBytes %d must be positive", c.MaxBodyBytes))
+	}
+	if c.HTTPReadTimeout <= 0 || c.HTTPWriteTimeout <= 0 || c.HTTPIdleTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("ingest: HTTPReadTimeout %s, HTTPWriteTimeout %s and HTTPIdleTimeout %s must be positive", c.HTTPReadTimeout, c.HTTPWriteTimeout, c.HTTPIdleTimeout))
 	}
 	if c.MaxResourceBytes <= 0 || c.MaxResourceBytes > 4<<20 {
 		errs = append(errs, fmt.Errorf("ingest: MaxResourceBytes %d must be positive and at most 4 MiB", c.MaxResourceBytes))
@@ -265,10 +276,18 @@ func (s *Service) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
+	fresh := &freshConns{m: map[net.Conn]struct{}{}}
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(runCtx) },
+		// A client that announces more body than it sends, or sends it
+		// slowly, is cut off (the request gets 400) instead of holding a
+		// connection and a goroutine forever.
+		ReadTimeout:  s.cfg.HTTPReadTimeout,
+		WriteTimeout: s.cfg.HTTPWriteTimeout,
+		IdleTimeout:  s.cfg.HTTPIdleTimeout,
+		ConnState:    fresh.track,
+		BaseContext:  func(net.Listener) context.Context { return context.WithoutCancel(runCtx) },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -280,13 +299,44 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer scancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		// Deadline reached: close what is left (idle keep-alive connections
-		// that never sent a request count as busy for 5s in net/http).
+	srv.SetKeepAlivesEnabled(false)
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(sctx) }()
+	// Shutdown closes the listener and idle keep-alive connections, waits
+	// for requests in flight, but treats a connection that has not sent a
+	// request yet (a client's pre-dialled spare) as busy for 5 s: close
+	// those now — no request of theirs has been read.
+	fresh.closeAll()
+	if err := <-done; err != nil {
 		s.log.WarnContext(ctx, "graceful shutdown deadline reached, closing connections", "timeout", s.cfg.ShutdownTimeout, "error", err)
 		_ = srv.Close()
 	}
 	return nil
+}
+
+// freshConns tracks the connections that have not started a request.
+type freshConns struct {
+	mu sync.Mutex
+	m  map[net.Conn]struct{}
+}
+
+func (f *freshConns) track(c net.Conn, st http.ConnState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if st == http.StateNew {
+		f.m[c] = struct{}{}
+	} else {
+		delete(f.m, c)
+	}
+}
+
+func (f *freshConns) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.m {
+		_ = c.Close()
+		delete(f.m, c)
+	}
 }
 
 // runStore ensures the buckets, opens the store and watches it, retrying

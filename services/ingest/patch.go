@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strings"
 
 	filter "github.com/scim2/filter-parser/v2"
@@ -13,6 +14,9 @@ type patchOp struct {
 	Op    string // add, replace or remove (lower-cased)
 	Path  string
 	Value any
+	// expanded: the operation is one key of a no-path operation's value
+	// (read-only keys there are ignored, as in a PUT body).
+	expanded bool
 }
 
 // maxPatchOps bounds the operations of one PATCH request.
@@ -85,11 +89,11 @@ func expandNoPath(k resourceKind, op patchOp) ([]patchOp, error) {
 				return nil, badRequest(scimInvalidValue, "%s must be an object", ext.ID)
 			}
 			for sk, sv := range sub {
-				out = append(out, patchOp{Op: op.Op, Path: ext.ID + ":" + sk, Value: sv})
+				out = append(out, patchOp{Op: op.Op, Path: ext.ID + ":" + sk, Value: sv, expanded: true})
 			}
 			continue
 		}
-		out = append(out, patchOp{Op: op.Op, Path: key, Value: v})
+		out = append(out, patchOp{Op: op.Op, Path: key, Value: v, expanded: true})
 	}
 	return out, nil
 }
@@ -115,7 +119,12 @@ func parsePatchPath(k resourceKind, raw string) (*parsedPath, error) {
 		return nil, badRequest(scimInvalidPath, "cannot parse path %q", truncate(raw, 200))
 	}
 	_, a := lookupAttr(k, urn, p.AttributePath.AttributeName)
-	if a == nil || a.Mutability == "readOnly" || a.Mutability == "writeOnly" {
+	if a != nil && a.Mutability == "readOnly" {
+		// RFC 7644 §3.5.2: modifying a read-only attribute is a mutability
+		// error (id, meta, a user's groups).
+		return nil, badRequest(scimMutability, "%s is read-only and cannot be changed by PATCH", a.Name)
+	}
+	if a == nil || a.Mutability == "writeOnly" {
 		return nil, nil
 	}
 	out := &parsedPath{a: a, filter: p.ValueExpression}
@@ -143,6 +152,11 @@ func parsePatchPath(k resourceKind, raw string) (*parsedPath, error) {
 	return out, nil
 }
 
+func isMutability(err error) bool {
+	var se *Error
+	return errors.As(err, &se) && se.ScimType == scimMutability
+}
+
 func parsePathSafe(s string) (p filter.Path, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -162,6 +176,9 @@ func applyPatch(k resourceKind, doc map[string]any, ops []patchOp) error {
 		}
 		for _, o := range exp {
 			pp, err := parsePatchPath(k, o.Path)
+			if o.expanded && isMutability(err) {
+				continue // read-only keys of a no-path value: ignored
+			}
 			if err != nil {
 				return err
 			}
@@ -383,6 +400,9 @@ func applyGroupPatch(doc map[string]any, ops []patchOp, members func() map[strin
 		}
 		for _, o := range exp {
 			pp, err := parsePatchPath(kindGroup, o.Path)
+			if o.expanded && isMutability(err) {
+				continue // read-only keys of a no-path value: ignored
+			}
 			if err != nil {
 				return nil, err
 			}
