@@ -14,6 +14,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -45,6 +46,33 @@ type Guild struct {
 	OnDeactivate Action `yaml:"on_deactivate" json:"on_deactivate"`
 	// OnDelete applies to DELETE /Users/{id}; default kick.
 	OnDelete Action `yaml:"on_delete" json:"on_delete"`
+	// GracePeriod, optional, delays a kick or ban in this guild after the
+	// deactivation or deletion (the managed roles go at once; a
+	// re-activation within it restores them): a Go duration such as "72h"
+	// or "30m", >= 0. Empty = the applier's default (SCIMCORD_GRACE_PERIOD);
+	// "0s" = no grace in this guild.
+	GracePeriod string `yaml:"grace_period,omitempty" json:"grace_period,omitempty"`
+	// BrakeMaxCount and BrakeMaxShare, optional, set this guild's
+	// mass-removal brake: removals from more than max(count, share × guild
+	// members) members in one burst are held until an operator allows them.
+	// Unset = the applier's defaults (SCIMCORD_BRAKE_MAX_COUNT,
+	// SCIMCORD_BRAKE_MAX_SHARE); count >= 0 (0 = no brake in this guild),
+	// share within 0..1.
+	BrakeMaxCount *int     `yaml:"brake_max_count,omitempty" json:"brake_max_count,omitempty"`
+	BrakeMaxShare *float64 `yaml:"brake_max_share,omitempty" json:"brake_max_share,omitempty"`
+}
+
+// Grace returns the guild's grace period and whether it sets one (validated
+// by New; an invalid value reads as unset).
+func (g Guild) Grace() (time.Duration, bool) {
+	if g.GracePeriod == "" {
+		return 0, false
+	}
+	d, err := time.ParseDuration(g.GracePeriod)
+	if err != nil || d < 0 {
+		return 0, false
+	}
+	return d, true
 }
 
 // Tenant is one IdP connection.
@@ -139,6 +167,17 @@ func New(ts ...*Tenant) (*Set, error) {
 			}
 			if !g.OnDeactivate.valid() || !g.OnDelete.valid() {
 				return nil, fmt.Errorf("tenant %q: guild %s: policy must be strip, kick, ban or none", t.ID, g.ID)
+			}
+			if g.GracePeriod != "" {
+				if d, err := time.ParseDuration(g.GracePeriod); err != nil || d < 0 {
+					return nil, fmt.Errorf("tenant %q: guild %s: grace_period %q must be a duration >= 0 such as \"72h\" or \"30m\"", t.ID, g.ID, g.GracePeriod)
+				}
+			}
+			if g.BrakeMaxCount != nil && *g.BrakeMaxCount < 0 {
+				return nil, fmt.Errorf("tenant %q: guild %s: brake_max_count %d must be >= 0 (0 = no brake)", t.ID, g.ID, *g.BrakeMaxCount)
+			}
+			if g.BrakeMaxShare != nil && !(*g.BrakeMaxShare >= 0 && *g.BrakeMaxShare <= 1) {
+				return nil, fmt.Errorf("tenant %q: guild %s: brake_max_share %v must be within 0..1", t.ID, g.ID, *g.BrakeMaxShare)
 			}
 		}
 		s.tenants = append(s.tenants, t)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/scimcord/scimcord/pkg/tenants"
 )
@@ -51,6 +52,11 @@ func TestParse_RejectsBadFiles(t *testing.T) {
 		{"shared token", "tenants: [{id: a, token_sha256: [" + h + "]}, {id: b, token_sha256: [" + h + "]}]", "also a token of tenant"},
 		{"bad guild", "tenants: [{id: a, token_sha256: [" + h + "], guilds: [{id: '12'}]}]", "not a snowflake"},
 		{"bad policy", "tenants: [{id: a, token_sha256: [" + h + "], guilds: [{id: '1100000000000000000', on_delete: explode}]}]", "policy"},
+		{"grace period not a duration", "tenants: [{id: a, token_sha256: [" + h + "], guilds: [{id: '1100000000000000000', grace_period: 3days}]}]", "grace_period"},
+		{"negative grace period", "tenants: [{id: a, token_sha256: [" + h + "], guilds: [{id: '1100000000000000000', grace_period: -1h}]}]", "grace_period"},
+		{"negative brake count", "tenants: [{id: a, token_sha256: [" + h + "], guilds: [{id: '1100000000000000000', brake_max_count: -1}]}]", "brake_max_count"},
+		{"brake share over 1", "tenants: [{id: a, token_sha256: [" + h + "], guilds: [{id: '1100000000000000000', brake_max_share: 1.5}]}]", "brake_max_share"},
+		{"brake count not a number", "tenants: [{id: a, token_sha256: [" + h + "], guilds: [{id: '1100000000000000000', brake_max_count: many}]}]", "decode"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -71,4 +77,31 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("nil set without error")
 		}
 	})
+}
+
+func TestParse_GuildOverridesOfGraceAndBrake(t *testing.T) {
+	t.Parallel()
+	h := tenants.HashToken("x")
+	s, err := tenants.Parse([]byte(`
+tenants:
+  - id: a
+    token_sha256: [` + h + `]
+    guilds:
+      - {id: "1100000000000000000", grace_period: 72h, brake_max_count: 0, brake_max_share: 0.25}
+      - {id: "1200000000000000000"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := s.Get("a")
+	over, def := a.Guilds[0], a.Guilds[1]
+	if d, ok := over.Grace(); !ok || d != 72*time.Hour {
+		t.Errorf("Grace() = %v, %v; want 72h, true", d, ok)
+	}
+	if over.BrakeMaxCount == nil || *over.BrakeMaxCount != 0 || over.BrakeMaxShare == nil || *over.BrakeMaxShare != 0.25 {
+		t.Errorf("brake overrides = %v, %v; want 0 (explicitly off) and 0.25", over.BrakeMaxCount, over.BrakeMaxShare)
+	}
+	if _, ok := def.Grace(); ok || def.BrakeMaxCount != nil || def.BrakeMaxShare != nil {
+		t.Errorf("guild without overrides = %+v; want every override unset (applier defaults)", def)
+	}
 }
