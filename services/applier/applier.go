@@ -46,8 +46,11 @@ type Config struct {
 	MaxRateWait time.Duration
 	// RetryBase and RetryMax bound the backoff (with jitter) of transient errors.
 	RetryBase, RetryMax time.Duration
-	// FreshRoles is how old a member's roles read from Discord may be to be
-	// reused after a short rate-limit wait instead of reading them again.
+	// FreshRoles is the oldest a GET of a member may be when a PATCH with
+	// the whole role list computed from it is sent; an older read is done
+	// again (roles are never reused across a rate-limit wait). It bounds the
+	// window in which an unmanaged role a human adds could be lost: Discord
+	// has no compare-and-set on member roles.
 	FreshRoles time.Duration
 	// RequestTimeout bounds one Discord HTTP call.
 	RequestTimeout time.Duration
@@ -86,6 +89,13 @@ type Config struct {
 	// (drift repair); 0 disables it. DriftDryRun only reports the changes.
 	DriftInterval time.Duration
 	DriftDryRun   bool
+	// PendingJoinInterval is how often members found not in their guild
+	// (pending_join) are checked again, at low priority, so a member who
+	// joins gets their roles without waiting for drift repair; 0 disables.
+	// PendingJoinBatch bounds the members checked per round (oldest check
+	// first), which bounds the GETs it spends.
+	PendingJoinInterval time.Duration
+	PendingJoinBatch    int
 	// AutoCreateRoles gives every SCIM group a role of its name in each guild
 	// of the tenant (created below the bot, renamed and deleted with the
 	// group; only roles scimcord created, recorded in RolesBucket).
@@ -96,30 +106,32 @@ type Config struct {
 // DefaultConfig returns the production defaults.
 func DefaultConfig() Config {
 	return Config{
-		HTTPAddr:         ":8081",
-		GlobalRPS:        50,
-		GlobalWindow:     time.Second,
-		Durable:          "applier",
-		Workers:          32,
-		ShutdownTimeout:  10 * time.Second,
-		MaxRateWait:      2 * time.Second,
-		RetryBase:        500 * time.Millisecond,
-		RetryMax:         time.Minute,
-		FreshRoles:       500 * time.Millisecond,
-		RequestTimeout:   15 * time.Second,
-		AckWait:          3 * time.Second,
-		ReplicaTTL:       3 * time.Second,
-		ReplicaBucket:    "applier_replicas",
-		AuditReason:      "scimcord",
-		DeadLetterBucket: "applier_deadletter",
-		BrakeMaxCount:    25,
-		BrakeMaxShare:    0.1,
-		BrakeWindow:      10 * time.Minute,
-		BrakeRecheck:     30 * time.Second,
-		DriftInterval:    6 * time.Hour,
-		RolesBucket:      "applier_roles",
-		ScheduleBucket:   "applier_scheduled",
-		BrakeBucket:      "applier_brake",
+		HTTPAddr:            ":8081",
+		GlobalRPS:           50,
+		GlobalWindow:        time.Second,
+		Durable:             "applier",
+		Workers:             32,
+		ShutdownTimeout:     10 * time.Second,
+		MaxRateWait:         2 * time.Second,
+		RetryBase:           500 * time.Millisecond,
+		RetryMax:            time.Minute,
+		FreshRoles:          250 * time.Millisecond,
+		RequestTimeout:      15 * time.Second,
+		AckWait:             3 * time.Second,
+		ReplicaTTL:          3 * time.Second,
+		ReplicaBucket:       "applier_replicas",
+		AuditReason:         "scimcord",
+		DeadLetterBucket:    "applier_deadletter",
+		BrakeMaxCount:       25,
+		BrakeMaxShare:       0.1,
+		BrakeWindow:         10 * time.Minute,
+		BrakeRecheck:        30 * time.Second,
+		DriftInterval:       6 * time.Hour,
+		PendingJoinInterval: time.Minute,
+		PendingJoinBatch:    100,
+		RolesBucket:         "applier_roles",
+		ScheduleBucket:      "applier_scheduled",
+		BrakeBucket:         "applier_brake",
 	}
 }
 
@@ -139,8 +151,8 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("applier: Workers %d must be > 0", c.Workers))
 	}
 	if c.ShutdownTimeout <= 0 || c.MaxRateWait <= 0 || c.RetryBase <= 0 || c.RetryMax < c.RetryBase ||
-		c.RequestTimeout <= 0 || c.AckWait <= 0 {
-		errs = append(errs, errors.New("applier: ShutdownTimeout, MaxRateWait, RetryBase, RequestTimeout and AckWait must be > 0 and RetryMax >= RetryBase"))
+		c.RequestTimeout <= 0 || c.AckWait <= 0 || c.FreshRoles <= 0 {
+		errs = append(errs, errors.New("applier: ShutdownTimeout, MaxRateWait, RetryBase, RequestTimeout, AckWait and FreshRoles must be > 0 and RetryMax >= RetryBase"))
 	}
 	if c.ReplicaTTL < time.Second || !eventbus.ValidToken(c.ReplicaBucket) {
 		errs = append(errs, fmt.Errorf("applier: ReplicaTTL %s must be >= 1s and ReplicaBucket %q a valid bucket name", c.ReplicaTTL, c.ReplicaBucket))
@@ -163,6 +175,9 @@ func (c Config) Validate() error {
 	if c.DriftInterval < 0 {
 		errs = append(errs, errors.New("applier: DriftInterval must be >= 0"))
 	}
+	if c.PendingJoinInterval < 0 || (c.PendingJoinInterval > 0 && c.PendingJoinBatch <= 0) {
+		errs = append(errs, fmt.Errorf("applier: PendingJoinInterval %s must be >= 0 and PendingJoinBatch %d > 0 when it is on", c.PendingJoinInterval, c.PendingJoinBatch))
+	}
 	if !eventbus.ValidToken(c.DeadLetterBucket) {
 		errs = append(errs, fmt.Errorf("applier: DeadLetterBucket %q is not a valid bucket name", c.DeadLetterBucket))
 	}
@@ -182,7 +197,9 @@ type Deps struct {
 	// HTTPClient is discordgo's client (emu.HTTPClient() in tests); nil → a
 	// default client with Config.RequestTimeout.
 	HTTPClient *http.Client
-	Logger     *slog.Logger
+	// Logger receives the applier's logs; the caller names the service on
+	// it (log.With("service", "applier")): the applier adds no service attribute.
+	Logger *slog.Logger
 	// TracerProvider traces the applier (nil → no-op).
 	TracerProvider trace.TracerProvider
 }
@@ -258,12 +275,12 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		lt.base = &spanTransport{base: lt.base, tracer: tp.Tracer("github.com/scimcord/scimcord/services/applier/discord"), invalid: inv, stats: ds}
 	}
 	return &Service{
-		cfg: cfg, deps: deps, log: log.With("service", "applier"),
+		cfg: cfg, deps: deps, log: log, // callers name the service (service=applier)
 		tracer:  tp.Tracer("github.com/scimcord/scimcord/services/applier"),
 		limiter: lim, dc: dc, coal: newCoalescer(), metrics: m,
 		pageSize: membersPage, id: replicaID(),
 		autoRoles: &autoRoleCache{at: map[string]time.Time{}, roles: map[string]map[string]string{}},
-		brake:     newBrake(cfg.BrakeMaxCount, cfg.BrakeMaxShare, cfg.BrakeWindow),
+		brake:     newBrake(cfg.BrakeMaxCount, cfg.BrakeMaxShare, cfg.BrakeWindow, deps.Tenants),
 		admin:     &adminState{invalid: inv, discord: ds},
 	}, nil
 }
@@ -360,6 +377,10 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.cfg.DriftInterval > 0 {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.driftLoop(ctx) }()
+	}
+	if s.cfg.PendingJoinInterval > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.pendingJoinLoop(ctx) }()
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); s.serveAdmin(ctx) }()

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/scimcord/scimcord/pkg/tenants"
 )
 
 // ErrBrakeEngaged means a removal is held by the mass-removal brake.
@@ -24,9 +26,10 @@ var ErrGracePeriod = errors.New("applier: deprovisioning grace period running")
 // per guild, updated with compare-and-set), so every replica counts the same
 // burst and a restart does not release held removals.
 type brake struct {
-	maxCount int
+	maxCount int // defaults; a guild's brake_max_count/brake_max_share override them
 	maxShare float64
 	window   time.Duration
+	guilds   map[string]tenants.Guild // guild id → its configuration (overrides)
 
 	mu sync.Mutex
 	kv jetstream.KeyValue // nil until the service opened its buckets
@@ -40,8 +43,41 @@ type brakeRecord struct {
 	Allowed time.Time            `json:"allowed_until"`
 }
 
-func newBrake(maxCount int, maxShare float64, window time.Duration) *brake {
-	return &brake{maxCount: maxCount, maxShare: maxShare, window: window}
+func newBrake(maxCount int, maxShare float64, window time.Duration, ts *tenants.Set) *brake {
+	b := &brake{maxCount: maxCount, maxShare: maxShare, window: window, guilds: map[string]tenants.Guild{}}
+	if ts != nil {
+		for _, t := range ts.All() {
+			for _, g := range t.Guilds {
+				if _, seen := b.guilds[g.ID]; !seen {
+					b.guilds[g.ID] = g
+				}
+			}
+		}
+	}
+	return b
+}
+
+// limits returns a guild's brake settings: its own, or the defaults.
+func (b *brake) limits(guild string) (count int, share float64) {
+	count, share = b.maxCount, b.maxShare
+	if g, ok := b.guilds[guild]; ok {
+		if g.BrakeMaxCount != nil {
+			count = *g.BrakeMaxCount
+		}
+		if g.BrakeMaxShare != nil {
+			share = *g.BrakeMaxShare
+		}
+	}
+	return count, share
+}
+
+// on reports whether the brake is on in guild (count 0 = off).
+func (b *brake) on(guild string) bool {
+	if b == nil {
+		return false
+	}
+	c, _ := b.limits(guild)
+	return c > 0 && b.window > 0
 }
 
 func (b *brake) bucket() jetstream.KeyValue {
@@ -50,10 +86,10 @@ func (b *brake) bucket() jetstream.KeyValue {
 	return b.kv
 }
 
-// limit is the number of members a burst may remove from.
-func (b *brake) limit(r *brakeRecord) int {
-	lim := b.maxCount
-	if s := int(b.maxShare * float64(r.Size)); r.Size > 0 && s > lim {
+// limit is the number of members a burst may remove from in guild.
+func (b *brake) limit(guild string, r *brakeRecord) int {
+	lim, share := b.limits(guild)
+	if s := int(share * float64(r.Size)); r.Size > 0 && s > lim {
 		lim = s
 	}
 	return lim
@@ -106,7 +142,7 @@ func (b *brake) update(guild string, fn func(r *brakeRecord) error) error {
 
 // setSize records a guild's member count (from drift repair).
 func (b *brake) setSize(guild string, n int) {
-	if b == nil || b.maxCount <= 0 {
+	if b == nil || !b.on(guild) {
 		return
 	}
 	_ = b.update(guild, func(r *brakeRecord) error { r.Size = n; return nil })
@@ -114,7 +150,7 @@ func (b *brake) setSize(guild string, n int) {
 
 // admit reports whether a removal for member may proceed now.
 func (b *brake) admit(guild, member string, now time.Time) error {
-	if b == nil || b.maxCount <= 0 {
+	if b == nil || !b.on(guild) {
 		return nil
 	}
 	return b.update(guild, func(r *brakeRecord) error {
@@ -133,14 +169,14 @@ func (b *brake) admit(guild, member string, now time.Time) error {
 			delete(r.Held, member)
 			return nil
 		}
-		if _, ok := r.Members[member]; ok || len(r.Members) < b.limit(r) {
+		if _, ok := r.Members[member]; ok || len(r.Members) < b.limit(guild, r) {
 			r.Members[member] = now
 			delete(r.Held, member)
 			return nil
 		}
 		r.Held[member] = now
 		return fmt.Errorf("%w: guild %s: removals from %d members within %s (limit %d); %d held until an operator allows them",
-			ErrBrakeEngaged, guild, len(r.Members)+len(r.Held), b.window, b.limit(r), len(r.Held))
+			ErrBrakeEngaged, guild, len(r.Members)+len(r.Held), b.window, b.limit(guild, r), len(r.Held))
 	})
 }
 
@@ -181,7 +217,7 @@ func (s *Service) Brakes() []BrakeState {
 				recent++
 			}
 		}
-		st := BrakeState{Guild: guild, Engaged: len(r.Held) > 0, Recent: recent, Limit: s.brake.limit(&r), Held: sortedKeys(r.Held)}
+		st := BrakeState{Guild: guild, Engaged: len(r.Held) > 0, Recent: recent, Limit: s.brake.limit(guild, &r), Held: sortedKeys(r.Held)}
 		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Guild < out[j].Guild })

@@ -126,3 +126,12 @@ func (c *coalescer) Do(ctx context.Context, key string, fn runFunc) error {
 		c.mu.Lock()
 	}
 }
+
+// waiting reports whether a message waits for the reconcile of key that is
+// running (a live message queued behind background work boosts it).
+func (c *coalescer) waiting(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.m[key]
+	return e != nil && e.running && e.refs > 1
+}

@@ -132,6 +132,8 @@ type discord struct {
 	s       *discordgo.Session
 	limiter *Limiter
 	timeout time.Duration
+	// prio holds background (low-priority) calls behind live work.
+	prio *priority
 }
 
 func newDiscord(token string, hc *http.Client, limiter *Limiter, m *metrics, timeout time.Duration) (*discord, error) {
@@ -155,7 +157,7 @@ func newDiscord(token string, hc *http.Client, limiter *Limiter, m *metrics, tim
 	s.MaxRestRetries = 0
 	s.StateEnabled = false
 	s.Identify.Intents = discordgo.IntentsGuildMembers
-	return &discord{s: s, limiter: limiter, timeout: timeout}, nil
+	return &discord{s: s, limiter: limiter, timeout: timeout, prio: newPriority()}, nil
 }
 
 // opts builds the request options of one call.
@@ -170,9 +172,22 @@ func (d *discord) opts(ctx context.Context, t *Ticket, reason string) []discordg
 
 func (d *discord) call(ctx context.Context, route Route, op string, f func(t *Ticket) error) error {
 	start := time.Now()
-	t, err := d.limiter.Acquire(ctx, route)
-	if err != nil {
-		return classify(op, err)
+	var t *Ticket
+	for {
+		// Background work waits while live work of the guild is in flight,
+		// and gives back a ticket it got meanwhile.
+		if err := d.prio.wait(ctx, route.Major); err != nil {
+			return classify(op, err)
+		}
+		var err error
+		t, err = d.limiter.Acquire(ctx, route)
+		if err != nil {
+			return classify(op, err)
+		}
+		if !d.prio.yield(ctx, route.Major) {
+			break
+		}
+		t.Cancel()
 	}
 	t.waited = time.Since(start)
 	if err := f(t); err != nil {
@@ -210,9 +225,19 @@ func (d *discord) RemoveRole(ctx context.Context, guildID, userID, roleID, reaso
 	})
 }
 
-// SetRoles replaces a member's whole role list in one PATCH.
-func (d *discord) SetRoles(ctx context.Context, guildID, userID string, roles []string, reason string) error {
+// errStaleRoles means a PATCH was not sent because the roles it was computed
+// from were read longer than the allowed age ago (plan again from a new GET).
+var errStaleRoles = errors.New("applier: member roles read too long ago for a PATCH")
+
+// SetRoles replaces a member's whole role list in one PATCH. The list was
+// computed from roles read at readAt: once the limiter lets the request go,
+// it is sent only if that read is younger than maxAge (else errStaleRoles,
+// nothing sent).
+func (d *discord) SetRoles(ctx context.Context, guildID, userID string, roles []string, reason string, readAt time.Time, maxAge time.Duration) error {
 	return d.call(ctx, Route{routeMemberEdit, guildID}, "set roles", func(t *Ticket) error {
+		if readAt.IsZero() || time.Since(readAt) > maxAge {
+			return errStaleRoles
+		}
 		_, err := d.s.GuildMemberEdit(guildID, userID, &discordgo.GuildMemberParams{Roles: &roles}, d.opts(ctx, t, reason)...)
 		return err
 	})

@@ -43,7 +43,12 @@ const membersPage = 1000
 // needs the members intent), compares each one's managed roles with the
 // desired state, and fixes the differences — roles added or removed by hand
 // in Discord. With dryRun it only reports the calls it would make.
+//
+// Repair runs at low priority: while a live change of the guild is being
+// applied, none of its Discord calls starts (priority.go), so live changes
+// go first, and it waits for the rate limit instead of giving up.
 func (s *Service) Repair(ctx context.Context, tenantID, guildID string, dryRun bool) (RepairReport, error) {
+	ctx = lowPriority(ctx, nil)
 	rep := RepairReport{Tenant: tenantID, Guild: guildID, DryRun: dryRun, Started: time.Now().UTC()}
 	if err := s.open(ctx); err != nil {
 		return rep, err
@@ -109,17 +114,13 @@ func (s *Service) Repair(ctx context.Context, tenantID, guildID string, dryRun b
 			uid, linked := byDiscord[m.User.ID]
 			var ch PlannedChange
 			if !linked {
-				add, rm, target := diff(m.Roles, nil, managed)
+				add, rm, _ := diff(m.Roles, nil, managed)
 				if len(add)+len(rm) == 0 || s.protected(ctx, guildID, m.User.ID, m.Roles) != "" {
 					continue
 				}
 				ch = PlannedChange{DiscordUserID: m.User.ID, Op: opFor(add, rm), Add: add, Remove: rm}
 				if !dryRun {
-					p := plan{discordID: m.User.ID, add: add, rm: rm, target: target, inGuild: true}
-					reason := fmt.Sprintf("%s: drift repair, %s on an unlinked member", s.cfg.AuditReason, ch.Op)
-					if err := s.brake.admit(guildID, m.User.ID, time.Now()); err != nil {
-						ch.Error = err.Error()
-					} else if err := s.execute(ctx, guildID, p, ch.Op, reason); err != nil {
+					if err := s.repairUnlinked(ctx, g, m.User.ID, managed, &ch); err != nil {
 						ch.Error = err.Error()
 					} else {
 						ch.Done = true
@@ -140,8 +141,9 @@ func (s *Service) Repair(ctx context.Context, tenantID, guildID string, dryRun b
 				}
 				ch = PlannedChange{User: uid, DiscordUserID: m.User.ID, Op: op, Add: p.add, Remove: p.rm}
 				if !dryRun {
-					// The live path re-reads the member and is coalesced with events.
-					if err := s.reconcile(ctx, t, g, uid); err != nil {
+					// The live path re-reads the member and is coalesced with
+					// events; drift waits out the rate limit rather than failing.
+					if err := s.reconcileWaiting(ctx, t, g, uid); err != nil {
 						ch.Error = err.Error()
 					} else {
 						ch.Done = true
@@ -163,6 +165,64 @@ func (s *Service) Repair(ctx context.Context, tenantID, guildID string, dryRun b
 		}
 	}
 	return rep, nil
+}
+
+// reconcileWaiting reconciles a member for background work: a rate-limit
+// delay is waited out (up to a few times) instead of reported as a failure.
+func (s *Service) reconcileWaiting(ctx context.Context, t *tenants.Tenant, g tenants.Guild, userID string) error {
+	for attempt := 0; ; attempt++ {
+		err := s.reconcile(ctx, t, g, userID)
+		d, ok := eventbus.RetryDelay(err)
+		if err == nil || !ok || attempt >= 5 {
+			return err
+		}
+		if err := sleepCtx(ctx, d, nil); err != nil {
+			return err
+		}
+	}
+}
+
+// repairUnlinked removes the managed roles of a member no SCIM user is linked
+// to. The listing can be seconds old, so the member is read again and the
+// change computed from that fresh read (a PATCH is only sent from a fresh
+// read); the brake and the protection of owner and members above the bot
+// apply as on the live path.
+func (s *Service) repairUnlinked(ctx context.Context, g tenants.Guild, discordID string, managed []string, ch *PlannedChange) error {
+	for attempt := 0; ; attempt++ {
+		cur, err := s.dc.Member(ctx, g.ID, discordID)
+		readAt := time.Now()
+		var de *DiscordError
+		if errors.As(err, &de) && de.Class == ClassUnknownMember {
+			return nil // left meanwhile: nothing to remove
+		}
+		if err != nil {
+			return err
+		}
+		add, rm, target := diff(cur, nil, managed)
+		ch.Add, ch.Remove, ch.Op = add, rm, opFor(add, rm)
+		if len(add)+len(rm) == 0 {
+			return nil
+		}
+		if why := s.protected(ctx, g.ID, discordID, cur); why != "" {
+			return errors.New(why)
+		}
+		if err := s.brake.admit(g.ID, discordID, time.Now()); err != nil {
+			return err
+		}
+		p := plan{discordID: discordID, add: add, rm: rm, target: target, inGuild: true, readAt: readAt}
+		reason := fmt.Sprintf("%s: drift repair, %s on an unlinked member", s.cfg.AuditReason, ch.Op)
+		err = s.execute(ctx, g.ID, p, ch.Op, reason)
+		if errors.Is(err, errStaleRoles) && attempt < 5 {
+			continue // waited too long for the PATCH: read again
+		}
+		if errors.As(err, &de) && de.Class == ClassRateLimited && attempt < 5 {
+			if err := sleepCtx(ctx, de.RetryAfter, nil); err != nil {
+				return err
+			}
+			continue
+		}
+		return err
+	}
 }
 
 // listPage lists one page of members, waiting for the bucket (drift repair is

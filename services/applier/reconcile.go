@@ -15,8 +15,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
-	grpccodes "google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/scimcord/scimcord/pkg/eventbus"
 	eventv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/event/v1"
@@ -116,6 +115,12 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
 	if len(users) == 0 || len(t.Guilds) == 0 {
 		return nil
 	}
+	// A group record fans out to its members. A member that fails (a
+	// transient error, the rate limit) becomes its own work item in the
+	// schedule bucket, retried with its own backoff, and the group message
+	// is acked: one bad member neither blocks the others nor makes them be
+	// reconciled (and read from Discord) again on every retry.
+	fanOut := key.Kind == "g"
 	var (
 		mu   sync.Mutex
 		errs []error
@@ -125,8 +130,18 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// Live work of this guild: background calls wait (priority.go).
+			defer s.dc.prio.enter(g.ID)()
 			for _, u := range users {
-				if err := s.reconcile(ctx, t, g, u); err != nil {
+				err := s.reconcile(ctx, t, g, u)
+				if err != nil && fanOut && ctx.Err() == nil {
+					if serr := s.scheduleRetry(ctx, t.ID, g.ID, u, err, 1); serr == nil {
+						continue
+					} else {
+						err = errors.Join(err, serr)
+					}
+				}
+				if err != nil {
 					mu.Lock()
 					errs = append(errs, err)
 					mu.Unlock()
@@ -166,6 +181,13 @@ func (s *Service) reconcile(ctx context.Context, t *tenants.Tenant, g tenants.Gu
 	key := t.ID + "|" + g.ID + "|" + userID
 	return s.coal.Do(ctx, key, func(ctx context.Context, mark func(), stale func() bool) error {
 		s.metrics.inc("reconciles")
+		if markedLow(ctx) {
+			// Background work for this member: boosted past the priority
+			// gate as soon as a live message waits for it.
+			ctx = lowPriority(ctx, func() bool { return s.coal.waiting(key) })
+		} else {
+			defer s.dc.prio.enter(g.ID)()
+		}
 		return s.reconcileOnce(ctx, t, g, userID, mark, stale)
 	})
 }
@@ -183,6 +205,10 @@ type plan struct {
 	inGuild   bool
 	deferred  tenants.Action // a kick or ban waiting for the grace period
 	due       time.Time      // end of the grace period
+	// readAt is when current was read from Discord (zero: not read by a
+	// GET just now). A PATCH, which replaces the whole role list, is only
+	// sent within FreshRoles of it.
+	readAt time.Time
 }
 
 func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenants.Guild, userID string, mark func(), stale func() bool) error {
@@ -196,11 +222,13 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 	}
 	log := s.log.With("tenant", t.ID, "guild", g.ID, "user", userID)
 
-	var known *[]string // the member's roles from the previous attempt
+	stales := 0 // PATCHes refused because the roles read had grown too old
 	for attempt := 0; ; attempt++ {
 		mark()
-		p, err := s.planWith(ctx, t, g, userID, known)
-		known = nil
+		// Always a fresh GET: roles read before a wait are never reused,
+		// since a human may have changed them meanwhile (Discord has no
+		// compare-and-set on member roles).
+		p, err := s.plan(ctx, t, g, userID)
 		if err != nil {
 			if errors.Is(err, eventbus.ErrNotFound) {
 				return nil // nothing stored under this user: nothing to do
@@ -269,15 +297,21 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 				if err := sleepCtx(ctx, wait, nil); err != nil {
 					return err
 				}
-				if wait < s.cfg.FreshRoles && p.inGuild && !stale() {
-					cur := p.current // recent enough: no second GET
-					known = &cur
-				}
 				s.metrics.inc("replanned")
 				continue
 			}
 			reason := fmt.Sprintf("%s: %s user %s (trace %s)", s.cfg.AuditReason, op, userID, st.TraceID)
 			if err := s.execute(ctx, g.ID, p, op, reason); err != nil {
+				if errors.Is(err, errStaleRoles) {
+					// The limiter held the PATCH past FreshRoles: read again.
+					s.metrics.inc("replanned")
+					if stales++; stales < 5 {
+						continue
+					}
+					st.State, st.Detail = StatePending, "waiting for a fresh read of the member's roles"
+					_ = s.putStatus(ctx, st)
+					return eventbus.Retry(err, jitter(s.cfg.MaxRateWait))
+				}
 				var de *DiscordError
 				if errors.As(err, &de) && de.Class == ClassUnknownMember && p.policy == "" {
 					st.State, st.Code, st.Detail = StatePendingJoin, codeUnknownMember, "the Discord user is not a member of the guild; applied when they join"
@@ -337,9 +371,13 @@ func (s *Service) planWith(ctx context.Context, t *tenants.Tenant, g tenants.Gui
 	case !u.GetActive():
 		p.policy = g.OnDeactivate
 	}
-	if (p.policy == tenants.ActionKick || p.policy == tenants.ActionBan) && s.cfg.GracePeriod > 0 {
+	grace := s.cfg.GracePeriod
+	if d, ok := g.Grace(); ok {
+		grace = d // the guild's own grace_period
+	}
+	if (p.policy == tenants.ActionKick || p.policy == tenants.ActionBan) && grace > 0 {
 		changed := rec.Event.GetTime().AsTime() // ingest stamps every change; none → no grace
-		if due := changed.Add(s.cfg.GracePeriod); time.Now().Before(due) {
+		if due := changed.Add(grace); time.Now().Before(due) {
 			p.deferred, p.due, p.policy = p.policy, due, tenants.ActionStrip
 		}
 	}
@@ -350,10 +388,22 @@ func (s *Service) planWith(ctx context.Context, t *tenants.Tenant, g tenants.Gui
 	if err != nil {
 		return p, err
 	}
-	res, err := s.deps.Mapping.ResolveRoles(ctx, &mappingv1.ResolveRolesRequest{
+	userJSON, dropped, err := mappingUserJSON(rec.Event.GetSnapshot())
+	if err != nil {
+		return p, fmt.Errorf("applier: resolve roles of %s/%s in %s: %w", t.ID, userID, g.ID, err)
+	}
+	if dropped > 0 {
+		s.metrics.inc("user_attributes_dropped")
+	}
+	req := &mappingv1.ResolveRolesRequest{
 		TenantId: t.ID, GuildId: g.ID, Groups: groups, Active: u.GetActive() && !deleted,
-		UserJson: rec.Event.GetSnapshot(), UserId: userID,
-	})
+		UserJson: userJSON, UserId: userID,
+	}
+	if n := proto.Size(req); n > maxMappingRequest {
+		return p, fmt.Errorf("applier: resolve roles of %s/%s in %s: %w: %d bytes with %d groups (limit %d)",
+			t.ID, userID, g.ID, ErrMappingRequestTooLarge, n, len(groups), maxMappingRequest)
+	}
+	res, err := s.deps.Mapping.ResolveRoles(ctx, req)
 	if err != nil {
 		return p, fmt.Errorf("applier: resolve roles of %s/%s in %s: %w", t.ID, userID, g.ID, err)
 	}
@@ -377,11 +427,14 @@ func (s *Service) planWith(ctx context.Context, t *tenants.Tenant, g tenants.Gui
 		p.desired = nil // strip, kick and ban all remove the managed roles
 	}
 	if known != nil {
+		// Only for planning (drift repair's report): a PATCH is never sent
+		// from these roles, readAt stays zero (execute refuses it).
 		p.inGuild, p.current = true, *known
 		p.add, p.rm, p.target = diff(p.current, p.desired, p.managed)
 		return p, nil
 	}
 	cur, err := s.dc.Member(ctx, g.ID, p.discordID)
+	p.readAt = time.Now()
 	if err != nil {
 		var de *DiscordError
 		if errors.As(err, &de) && de.Class == ClassUnknownMember {
@@ -449,9 +502,13 @@ func (s *Service) route(guildID string, p plan) (Route, string) {
 	default:
 		return edit, "set roles"
 	}
-	// One role: PUT/DELETE, unless that bucket is busy and the PATCH bucket
-	// is free — both member buckets are used when that is faster.
-	if s.limiter.NextFree(one) > 0 && s.limiter.NextFree(edit) == 0 {
+	// One role: PUT/DELETE, which touch nothing else. Only when that bucket
+	// is busy, the PATCH bucket free and the roles were read just now is the
+	// whole list PATCHed instead (both member buckets used when faster; the
+	// PATCH is refused at send time if the read has grown older than
+	// FreshRoles, see execute).
+	if s.limiter.NextFree(one) > 0 && s.limiter.NextFree(edit) == 0 && !p.readAt.IsZero() &&
+		time.Since(p.readAt) < s.cfg.FreshRoles/2 {
 		return edit, "set roles"
 	}
 	if len(p.add) == 1 {
@@ -475,7 +532,11 @@ func (s *Service) execute(ctx context.Context, guildID string, p plan, op, reaso
 		if target == nil {
 			target = []string{}
 		}
-		return s.dc.SetRoles(ctx, guildID, p.discordID, target, reason)
+		// The PATCH replaces the whole list: it goes out only while the read
+		// it is based on is fresh (an unmanaged role a human adds between
+		// the GET and the PATCH would otherwise be removed). The residual
+		// window, GET answer → PATCH sent, is bounded by FreshRoles.
+		return s.dc.SetRoles(ctx, guildID, p.discordID, target, reason, p.readAt, s.cfg.FreshRoles)
 	}
 }
 
@@ -521,11 +582,12 @@ func (s *Service) fail(ctx context.Context, log interface {
 	ErrorContext(context.Context, string, ...any)
 }, st Status, p plan, err error) error {
 	var de *DiscordError
-	if code := status.Code(errors.Unwrap(err)); !errors.As(err, &de) &&
-		(code == grpccodes.InvalidArgument || code == grpccodes.NotFound || code == grpccodes.FailedPrecondition) {
-		// Mapping refuses this member (unknown tenant or guild, bad input):
-		// no retry fixes that until its rules change.
+	if !errors.As(err, &de) && mappingRefused(err) {
+		// Mapping refuses this member (unknown tenant or guild, bad input, a
+		// request over its size limit): no retry fixes that until the rules
+		// or the record change. Failed + dead letter; Replay after the fix.
 		st.State, st.Detail = StateFailed, "mapping refused the request: "+err.Error()
+		log.ErrorContext(ctx, "member failed permanently", "op", "resolve roles", "error", err)
 		s.metrics.inc("dead_letters")
 		if derr := s.dead.put(ctx, DeadLetter{Status: st, Op: "resolve roles"}); derr != nil {
 			return fmt.Errorf("applier: record dead letter: %w", derr)

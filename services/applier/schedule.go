@@ -19,6 +19,11 @@ import (
 // (Config.ScheduleBucket). scheduleLoop reconciles the member when it is due
 // and then clears the entry; the reconcile is level-triggered, so a
 // re-activation in the meantime simply finds nothing to do.
+//
+// The same bucket holds the per-member work items of a group fan-out: a
+// member whose reconcile failed is retried from here with its own backoff
+// (Attempt), so the group message is acked and its other members are not
+// redone. A failed scheduled reconcile is rescheduled with backoff.
 
 type scheduledAction struct {
 	Tenant string    `json:"tenant"`
@@ -26,6 +31,40 @@ type scheduledAction struct {
 	User   string    `json:"user"`
 	Action string    `json:"action"`
 	Due    time.Time `json:"due"`
+	// Attempt counts the failed reconciles of this entry (backoff).
+	Attempt int `json:"attempt,omitempty"`
+}
+
+// actionRetry is the schedule entry of a member whose reconcile failed.
+const actionRetry = "retry"
+
+// retryDelay is how long to wait before reconciling again after err, the
+// attempt-th failure: the delay the error asks for, or the backoff.
+func (s *Service) retryDelay(err error, attempt int) time.Duration {
+	if d, ok := eventbus.RetryDelay(err); ok && d > 0 {
+		return d
+	}
+	return s.backoff(uint64(max(attempt, 1)))
+}
+
+// scheduleRetry makes a member whose reconcile failed its own work item,
+// due after the error's delay or the backoff of attempt. An entry that is
+// due earlier is kept (it reconciles the member anyway).
+func (s *Service) scheduleRetry(ctx context.Context, tenant, guild, user string, cause error, attempt int) error {
+	due := time.Now().Add(s.retryDelay(cause, attempt))
+	key := eventbus.StatusKey(tenant, guild, user)
+	if e, err := s.scheduled.Get(ctx, key); err == nil {
+		var a scheduledAction
+		if json.Unmarshal(e.Value(), &a) == nil && !a.Due.After(due) {
+			return nil
+		}
+	}
+	data, _ := json.Marshal(scheduledAction{Tenant: tenant, Guild: guild, User: user, Action: actionRetry, Due: due.UTC(), Attempt: attempt})
+	if _, err := s.scheduled.Put(ctx, key, data); err != nil {
+		return fmt.Errorf("applier: schedule retry of %s/%s/%s: %w", tenant, guild, user, err)
+	}
+	s.metrics.inc("retries_scheduled")
+	return nil
 }
 
 func (s *Service) schedule(ctx context.Context, st Status, action string, due time.Time) error {
@@ -70,8 +109,15 @@ func (s *Service) scheduleLoop(ctx context.Context) {
 					continue
 				}
 				if err := s.reconcile(ctx, tn, g, a.User); err != nil {
+					// Again later, with backoff (not at every tick).
+					a.Attempt++
+					a.Due = time.Now().Add(s.retryDelay(err, a.Attempt)).UTC()
+					data, _ := json.Marshal(a)
+					if _, uerr := s.scheduled.Update(ctx, key, data, e.Revision()); uerr != nil && !isWrongRevision(uerr) {
+						s.log.WarnContext(ctx, "cannot reschedule a failed action", "key", key, "error", uerr)
+					}
 					s.log.WarnContext(ctx, "scheduled action failed, will retry", "tenant", a.Tenant, "guild", a.Guild,
-						"user", a.User, "action", a.Action, "error", err)
+						"user", a.User, "action", a.Action, "attempt", a.Attempt, "due", a.Due, "error", err)
 					continue
 				}
 				// Done, unless the reconcile scheduled it again (new revision).

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -44,17 +46,78 @@ type Status struct {
 // ErrNoStatus means the member has no sync status yet.
 var ErrNoStatus = errors.New("applier: no sync status")
 
-type statusStore struct{ kv jetstream.KeyValue }
+type statusStore struct {
+	kv jetstream.KeyValue
+
+	mu sync.Mutex
+	// pendingJoin holds the members this replica last saw pending_join,
+	// with the time of that check (re-checked oldest first).
+	pendingJoin map[string]Status
+}
 
 func (s *statusStore) put(ctx context.Context, st Status) error {
 	data, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("applier: encode status: %w", err)
 	}
-	if _, err := s.kv.Put(ctx, eventbus.StatusKey(st.Tenant, st.Guild, st.User), data); err != nil {
+	key := eventbus.StatusKey(st.Tenant, st.Guild, st.User)
+	if _, err := s.kv.Put(ctx, key, data); err != nil {
 		return fmt.Errorf("applier: put status %s/%s/%s: %w", st.Tenant, st.Guild, st.User, err)
 	}
+	s.notePendingJoin(key, st)
 	return nil
+}
+
+func (s *statusStore) notePendingJoin(key string, st Status) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pendingJoin == nil {
+		s.pendingJoin = map[string]Status{}
+	}
+	if st.State == StatePendingJoin {
+		s.pendingJoin[key] = st
+	} else {
+		delete(s.pendingJoin, key)
+	}
+}
+
+// loadPendingJoins reads every pending_join status of the bucket (at start:
+// members another replica or an earlier run found not in their guild).
+func (s *statusStore) loadPendingJoins(ctx context.Context) error {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil
+		}
+		return fmt.Errorf("applier: list sync statuses: %w", err)
+	}
+	for key := range lister.Keys() {
+		e, err := s.kv.Get(ctx, key)
+		if err != nil {
+			continue
+		}
+		var st Status
+		if json.Unmarshal(e.Value(), &st) == nil && st.State == StatePendingJoin {
+			s.notePendingJoin(key, st)
+		}
+	}
+	return nil
+}
+
+// pendingJoins returns up to n members last seen pending_join, the ones
+// checked longest ago first.
+func (s *statusStore) pendingJoins(n int) []Status {
+	s.mu.Lock()
+	out := make([]Status, 0, len(s.pendingJoin))
+	for _, st := range s.pendingJoin {
+		out = append(out, st)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out
 }
 
 func (s *statusStore) get(ctx context.Context, tenant, guild, user string) (Status, error) {

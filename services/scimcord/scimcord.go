@@ -287,7 +287,7 @@ func (s *System) Run(ctx context.Context) error {
 	acfg.GlobalRPS = cfg.GlobalRPS
 	asvc, err := applier.New(acfg, applier.Deps{
 		JS: js, Tenants: ts, Mapping: mappingv1.NewMappingServiceClient(conn), BotToken: botToken,
-		HTTPClient: httpClient, Logger: log, TracerProvider: applierTP, // the applier adds service=applier
+		HTTPClient: httpClient, Logger: log.With("service", "applier"), TracerProvider: applierTP,
 	})
 	if err != nil {
 		return fmt.Errorf("scimcord: applier: %w", err)

@@ -83,6 +83,13 @@ func run(ctx context.Context, getenv func(string) string) error {
 		}
 		cfg.DriftInterval = d
 	}
+	if v := getenv("SCIMCORD_PENDING_JOIN_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < 0 {
+			return fmt.Errorf("SCIMCORD_PENDING_JOIN_INTERVAL %q: want a duration such as 1m (0 = off)", v)
+		}
+		cfg.PendingJoinInterval = d
+	}
 	cfg.AutoCreateRoles = strings.EqualFold(strings.TrimSpace(getenv("SCIMCORD_AUTO_CREATE_ROLES")), "true")
 	cfg.DriftDryRun = strings.EqualFold(strings.TrimSpace(getenv("SCIMCORD_DRIFT_DRY_RUN")), "true")
 	if v := getenv("SCIMCORD_BRAKE_MAX_COUNT"); v != "" {
@@ -168,7 +175,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	}
 	svc, err := applier.New(cfg, applier.Deps{
 		JS: js, Tenants: ts, Mapping: mappingv1.NewMappingServiceClient(conn),
-		BotToken: getenv("DISCORD_BOT_TOKEN"), HTTPClient: hc, Logger: log, TracerProvider: tp,
+		BotToken: getenv("DISCORD_BOT_TOKEN"), HTTPClient: hc, Logger: log.With("service", "applier"), TracerProvider: tp,
 	})
 	if err != nil {
 		return err
