@@ -32,6 +32,9 @@ const (
 	adminTimeout = 2 * time.Minute
 	// adminMaxList caps the lists of one reply (a NATS message is ≤ 1 MiB).
 	adminMaxList = 500
+	// adminReportsBucket keeps the last drift report of every guild, so that
+	// any replica shows the one another replica made.
+	adminReportsBucket = "applier_reports"
 )
 
 // The operations.
@@ -116,6 +119,7 @@ type adminState struct {
 	repairs map[string]RepairSummary // tenant|guild → last report
 	index   map[string]Status        // sync_status key → status (kept by watchStatus)
 	synced  bool
+	reports jetstream.KeyValue // adminReportsBucket (nil until serveAdmin opened it)
 }
 
 func (a *adminState) noteRepair(rep RepairReport, err error) {
@@ -135,6 +139,36 @@ func (a *adminState) noteRepair(rep RepairReport, err error) {
 		a.repairs = map[string]RepairSummary{}
 	}
 	a.repairs[rep.Tenant+"|"+rep.Guild] = sum
+	if kv := a.reports; kv != nil {
+		if data, err := json.Marshal(sum); err == nil {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_, _ = kv.Put(ctx, rep.Tenant+"."+rep.Guild, data) // best effort: the report is also logged
+			}()
+		}
+	}
+}
+
+// lastRepair returns the newest drift report of a guild, made by any replica.
+func (a *adminState) lastRepair(ctx context.Context, tenant, guild string) *RepairSummary {
+	a.mu.Lock()
+	mine, ok := a.repairs[tenant+"|"+guild]
+	kv := a.reports
+	a.mu.Unlock()
+	var best *RepairSummary
+	if ok {
+		best = &mine
+	}
+	if kv != nil && eventbus.ValidToken(tenant) && eventbus.ValidToken(guild) {
+		if e, err := kv.Get(ctx, tenant+"."+guild); err == nil {
+			var r RepairSummary
+			if json.Unmarshal(e.Value(), &r) == nil && (best == nil || r.Started.After(best.Started)) {
+				best = &r
+			}
+		}
+	}
+	return best
 }
 
 // MemberCounts returns the number of members per tenant, guild and sync state
@@ -161,6 +195,13 @@ func (s *Service) serveAdmin(ctx context.Context) {
 		return
 	}
 	go s.watchStatus(ctx)
+	if kv, err := s.deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: adminReportsBucket, History: 1}); err == nil {
+		s.admin.mu.Lock()
+		s.admin.reports = kv
+		s.admin.mu.Unlock()
+	} else {
+		s.log.WarnContext(ctx, "drift reports are kept per replica only", "bucket", adminReportsBucket, "error", err)
+	}
 	sub, err := nc.QueueSubscribe(AdminSubjectPrefix+">", AdminQueue, func(m *nats.Msg) {
 		go s.answerAdmin(ctx, m)
 	})
@@ -420,12 +461,12 @@ func (s *Service) adminOverview(ctx context.Context, t *tenants.Tenant) (AdminOv
 		if b, ok := brakes[g.ID]; ok {
 			gov.Brake = &b
 		}
-		if r, ok := s.admin.repairs[t.ID+"|"+g.ID]; ok {
-			gov.Repair = &r
-		}
 		ov.Guilds = append(ov.Guilds, gov)
 	}
 	s.admin.mu.Unlock()
+	for i := range ov.Guilds {
+		ov.Guilds[i].Repair = s.admin.lastRepair(ctx, t.ID, ov.Guilds[i].Guild)
+	}
 	newest := func(l []Status) []Status {
 		sort.Slice(l, func(i, j int) bool { return l[i].Time.After(l[j].Time) })
 		if len(l) > adminMaxList {

@@ -37,6 +37,16 @@ func claimKey(tenant, kind, value string) string {
 	return tenant + "." + kind + "." + hex.EncodeToString(h[:16])
 }
 
+// UserNameClaimKey and DiscordClaimKey are the UniqueBucket keys of a
+// tenant's userName and Discord user id; the value's "owner" is the SCIM id
+// (a hint: the record stays the truth). The operator API looks users up by them.
+func UserNameClaimKey(tenant, userName string) string {
+	return claimKey(tenant, claimUserName, lower(userName))
+}
+
+// DiscordClaimKey: see UserNameClaimKey.
+func DiscordClaimKey(tenant, discordID string) string { return claimKey(tenant, claimDiscord, discordID) }
+
 // claimLease is how long a fresh claim whose owner does not hold the value
 // (yet) is respected: the claimer is between its claim and its record write.
 func (s *Service) claimLease() time.Duration { return s.cfg.WriteTimeout + time.Second }

@@ -174,6 +174,16 @@ func TestCLI_OperatorCommandsAgainstRunningSystem(t *testing.T) {
 	out = mustCLI(t, sys, "reconcile", devGuild)
 	wantIn(t, "reconcile", out, "applied", member1)
 	waitRoles(t, sys.Emulator(), member1, roleEng, roleStaff)
+	// The status page's overview shows that drift report (kept in KV for every replica).
+	req, _ := http.NewRequest("GET", sys.HTTPURL()+"/admin/api/v1/overview", nil)
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	wantIn(t, "overview after reconcile", string(raw), `"last_repair"`, `"dry_run": false`, member1)
 
 	// dlq replay: still failing, then fixed.
 	if _, err := cliRun(t, sys, testAdminToken, "dlq", "replay", sc.bobID); err == nil {

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sort"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/scimcord/scimcord/pkg/eventbus"
 	eventv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/event/v1"
 	"github.com/scimcord/scimcord/pkg/tenants"
+	"github.com/scimcord/scimcord/services/ingest"
 )
 
 // UserView is a SCIM user as the operator sees it.
@@ -77,9 +79,16 @@ func (s *Server) lookup(ctx context.Context, t *tenants.Tenant, q string) (user,
 		}
 	}
 	if found == nil {
+		found = s.byClaim(ctx, st, t.ID, q)
+	}
+	if found == nil {
+		// Users stored before their claims (or an externalId): a bounded scan.
 		keys, err := st.ListKeys(ctx, t.ID+".u.*")
 		if err != nil {
 			return user{}, nil, unavailable("list users: %v", err)
+		}
+		if len(keys) > maxScan {
+			return user{}, nil, notFound("no user with userName or Discord id %q in tenant %q (the SCIM id works too)", q, t.ID)
 		}
 		for _, k := range keys {
 			rec, err := st.Get(ctx, k)
@@ -103,6 +112,39 @@ func (s *Server) lookup(ctx context.Context, t *tenants.Tenant, q string) (user,
 		return user{}, nil, err
 	}
 	return *found, groups, nil
+}
+
+// maxScan bounds the fallback scan of a lookup.
+const maxScan = 20000
+
+// byClaim finds a user through ingest's uniqueness claims (userName, then
+// Discord id): one KV read instead of a scan. The record is checked, since a
+// claim may be stale.
+func (s *Server) byClaim(ctx context.Context, st *eventbus.Store, tenant, q string) *user {
+	kv, err := s.deps.JS.KeyValue(ctx, ingest.UniqueBucket)
+	if err != nil {
+		return nil
+	}
+	for _, key := range []string{ingest.UserNameClaimKey(tenant, q), ingest.DiscordClaimKey(tenant, q)} {
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			continue
+		}
+		var c struct {
+			Owner string `json:"owner"`
+		}
+		if json.Unmarshal(e.Value(), &c) != nil || c.Owner == "" || strings.ContainsAny(c.Owner, ".*> ") {
+			continue
+		}
+		rec, err := st.Get(ctx, eventbus.UserKey(tenant, c.Owner))
+		if err != nil {
+			continue
+		}
+		if u, ok := userOf(rec); ok && (strings.EqualFold(u.UserName, q) || u.DiscordUserID == q) {
+			return &u
+		}
+	}
+	return nil
 }
 
 func (s *Server) groupsOf(ctx context.Context, st *eventbus.Store, tenant, userID string) ([]GroupView, error) {
