@@ -156,8 +156,7 @@ func (s *Service) createGroup(ctx context.Context, tenant string, body map[strin
 	if err := s.checkSize(ev); err != nil {
 		return nil, err
 	}
-	unlock := s.lockUnique(tenant + "\x00g\x00" + lower(dn))
-	defer unlock()
+	// A name already taken is refused before anything is written.
 	if err := s.checkUnique(ctx, func() error { return s.checkGroupUnique(tenant, id, dn) }); err != nil {
 		return nil, err
 	}
@@ -165,10 +164,17 @@ func (s *Service) createGroup(ctx context.Context, tenant string, body map[strin
 	for _, m := range members {
 		changes[m] = true
 	}
+	// The memberships of a new id need no lock (a big group takes seconds).
 	if err := s.setMembers(ctx, tenant, id, changes, display); err != nil {
 		return nil, notWritten(err) // the group does not exist: nothing visible changed
 	}
-	if err := s.claim(ctx, tenant, claimGroup, lower(dn), id); err != nil {
+	unlock := s.lockUnique(tenant + "\x00g\x00" + lower(dn))
+	defer unlock()
+	err = s.checkGroupUnique(tenant, id, dn)
+	if err == nil {
+		err = s.claim(ctx, tenant, claimGroup, lower(dn), id)
+	}
+	if err != nil {
 		if len(changes) > 0 {
 			// Lost a race for the name: close the memberships written for
 			// this id (never visible; best effort).
