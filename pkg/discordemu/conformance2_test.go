@@ -674,3 +674,38 @@ func TestConformance_17_ParallelEmulators(t *testing.T) {
 		t.Fatal("recorders shared")
 	}
 }
+
+// TestConformance_03_RoleReorderPartial moves one listed role: it must land
+// exactly at the requested position, the others keep their relative order.
+func TestConformance_03_RoleReorderPartial(t *testing.T) {
+	t.Parallel()
+	// fixture bottom→top: Low(1), Booster(2), Mid(3), bot(4), High(5)
+	tests := []struct {
+		name string
+		body string
+		want []string // bottom→top after the call
+	}{
+		{"up by one", `[{"id":"` + tLow + `","position":2}]`, []string{tBooster, tLow, tMid, tBotRole, tHigh}},
+		{"up by two", `[{"id":"` + tLow + `","position":3}]`, []string{tBooster, tMid, tLow, tBotRole, tHigh}},
+		{"down by one", `[{"id":"` + tMid + `","position":2}]`, []string{tLow, tMid, tBooster, tBotRole, tHigh}},
+		{"down to bottom", `[{"id":"` + tMid + `","position":1}]`, []string{tMid, tLow, tBooster, tBotRole, tHigh}},
+		{"same position is a no-op", `[{"id":"` + tMid + `","position":3}]`, []string{tLow, tBooster, tMid, tBotRole, tHigh}},
+		{"two roles, listed order irrelevant", `[{"id":"` + tMid + `","position":1},{"id":"` + tLow + `","position":3}]`, []string{tMid, tBooster, tLow, tBotRole, tHigh}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEmu(t, nil)
+			res, body := raw(t, e, "PATCH", "/api/v9/guilds/"+tGuild+"/roles", "Bot "+tToken, "application/json", tc.body, nil)
+			if res.StatusCode != 200 {
+				t.Fatalf("status %d: %s", res.StatusCode, body)
+			}
+			st := mustState(t, e, tGuild)
+			for i, id := range tc.want {
+				if got := st.Role(id).Position; got != i+1 {
+					t.Errorf("role %s (%s) at %d, want %d", st.Role(id).Name, id, got, i+1)
+				}
+			}
+		})
+	}
+}

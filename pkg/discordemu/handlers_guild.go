@@ -2,6 +2,7 @@ package discordemu
 
 import (
 	"encoding/json"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -353,6 +354,7 @@ func hRolePositions(c *call) *resp {
 	}
 	isOwner := bot == g.OwnerID
 	botHigh := highestPos(g, bot)
+	pin := maps.Clone(want) // every listed role, moved or not, ends at its requested slot
 	for id, p := range want {
 		r := g.Roles[id]
 		if p == r.Position {
@@ -363,37 +365,10 @@ func hRolePositions(c *call) *resp {
 			return errMissingPerms()
 		}
 	}
-	order := g.nonEveryone()
-	type item struct {
-		r   *roleState
-		key int
-		idx int
-	}
-	items := make([]item, len(order))
-	for i, r := range order {
-		k := r.Position
-		if p, ok := want[r.ID]; ok {
-			k = p
-		}
-		items[i] = item{r, k, i}
-	}
-	sort.SliceStable(items, func(i, j int) bool {
-		if items[i].key != items[j].key {
-			return items[i].key < items[j].key
-		}
-		// a moved role wins the requested slot over unmoved ones
-		_, mi := want[items[i].r.ID]
-		_, mj := want[items[j].r.ID]
-		if mi != mj {
-			return mi
-		}
-		return items[i].idx < items[j].idx
-	})
+	newOrder := reorderRoles(g.nonEveryone(), pin)
 	before := map[string]int{}
-	newOrder := make([]*roleState, len(items))
-	for i, it := range items {
-		before[it.r.ID] = it.r.Position
-		newOrder[i] = it.r
+	for _, r := range newOrder {
+		before[r.ID] = r.Position
 	}
 	g.renumber(newOrder)
 	moved := false
@@ -407,6 +382,55 @@ func hRolePositions(c *call) *resp {
 		c.commitLocked()
 	}
 	return jsonResp(200, rolesWire(g))
+}
+
+// reorderRoles returns the non-@everyone roles (given bottom→top) in their new
+// order: every listed role lands exactly at its requested position (clamped to
+// 1..n), and the unlisted roles fill the remaining slots in their old relative
+// order. Listed roles asking for the same slot keep their old relative order
+// and take the nearest free slots above it (below when the top is full).
+func reorderRoles(order []*roleState, want map[string]int) []*roleState {
+	n := len(order)
+	slots := make([]*roleState, n)
+	type mv struct {
+		r      *roleState
+		p, idx int
+	}
+	var moved []mv
+	var rest []*roleState
+	for i, r := range order {
+		p, ok := want[r.ID]
+		if !ok {
+			rest = append(rest, r)
+			continue
+		}
+		moved = append(moved, mv{r, min(max(p, 1), n), i})
+	}
+	sort.SliceStable(moved, func(i, j int) bool {
+		if moved[i].p != moved[j].p {
+			return moved[i].p < moved[j].p
+		}
+		return moved[i].idx < moved[j].idx
+	})
+	for _, m := range moved {
+		s := m.p - 1
+		for s < n && slots[s] != nil {
+			s++
+		}
+		if s == n {
+			for s = m.p - 1; slots[s] != nil; s-- {
+			}
+		}
+		slots[s] = m.r
+	}
+	k := 0
+	for i := range slots {
+		if slots[i] == nil {
+			slots[i] = rest[k]
+			k++
+		}
+	}
+	return slots
 }
 
 func removeStr(xs []string, s string) []string {
