@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,17 +144,22 @@ func newEmulator(cfg Config) (*Emulator, error) {
 		}
 		e.stateOK = ok
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/api/", e.serveAPI)
-	mux.HandleFunc("/api", e.serveAPI)
-	mux.HandleFunc("/oauth2/authorize", e.serveAuthorize)
-	if cfg.AdminListen == "" {
-		mux.HandleFunc("/_emu/", e.serveAdmin)
-	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, errBody(0, "404: Not Found"))
+	// No http.ServeMux: it cleans paths and answers "//x" or "/x/../y" with its
+	// own redirects, which Discord never sends.
+	adminHere := cfg.AdminListen == ""
+	e.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		switch {
+		case p == "/api" || strings.HasPrefix(p, "/api/"):
+			e.serveAPI(w, r)
+		case p == "/oauth2/authorize":
+			e.serveAuthorize(w, r)
+		case adminHere && strings.HasPrefix(p, "/_emu/"):
+			e.serveAdmin(w, r)
+		default:
+			writeJSON(w, http.StatusNotFound, errBody(0, "404: Not Found"))
+		}
 	})
-	e.handler = mux
 	return e, nil
 }
 

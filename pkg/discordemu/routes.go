@@ -73,9 +73,18 @@ func RouteIDs() []string {
 
 // matchRoute finds the route for a path (without the /api[/vN] prefix). It
 // returns the route, its params, and whether the path matched some route with
-// another method.
+// another method. Paths match exactly, like Discord: a trailing slash or an
+// empty segment ("//") matches nothing.
 func matchRoute(method, path string) (*routeDef, map[string]string, bool) {
-	segs := strings.Split(strings.Trim(path, "/"), "/")
+	if !strings.HasPrefix(path, "/") {
+		return nil, nil, false
+	}
+	segs := strings.Split(path[1:], "/")
+	for _, s := range segs {
+		if s == "" {
+			return nil, nil, false
+		}
+	}
 	pathMatched := false
 	var best *routeDef
 	var bestParams map[string]string

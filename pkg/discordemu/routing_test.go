@@ -3,6 +3,8 @@ package discordemu
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -160,5 +162,47 @@ func TestRecorder_AssertionsFail(t *testing.T) {
 		if len(ft.errs) == 0 {
 			t.Errorf("%s assertion did not fail", name)
 		}
+	}
+}
+
+// TestRouting_ExactPathsNoRedirects: Discord matches paths exactly. A trailing
+// slash or an empty segment is 404 in Discord's shape, never a redirect, and
+// never commits anything.
+func TestRouting_ExactPathsNoRedirects(t *testing.T) {
+	t.Parallel()
+	e := newTestEmu(t, nil)
+	bot := "Bot " + tToken
+	hc := &http.Client{Transport: e.HTTPClient().Transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	tests := []struct{ name, method, path string }{
+		{"guild trailing slash", "GET", "/api/v9/guilds/" + tGuild + "/"},
+		{"role add trailing slash", "PUT", "/api/v9/guilds/" + tGuild + "/members/" + tAlice + "/roles/" + tLow + "/"},
+		{"users me trailing slash", "GET", "/api/v9/users/@me/"},
+		{"double slash after version", "GET", "/api/v9//users/@me"},
+		{"double slash at root", "GET", "//users/@me/"},
+		{"double slash before api", "GET", "//api/v9/users/@me"},
+		{"dot segments", "GET", "/api/v9/users/x/../@me"},
+		{"api with trailing slash only", "GET", "/api/"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(testCtx(t), tc.method, "https://discord.com"+tc.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", bot)
+			res, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			_ = res.Body.Close()
+			if res.StatusCode != 404 || string(b) != `{"message":"404: Not Found","code":0}` {
+				t.Fatalf("got %d %q (Location %q)", res.StatusCode, b, res.Header.Get("Location"))
+			}
+		})
+	}
+	if hasStr(mustState(t, e, tGuild).Member(tAlice).Roles, tLow) {
+		t.Fatal("PUT with a trailing slash committed")
 	}
 }
