@@ -27,6 +27,8 @@ type scenario struct {
 	sys                *scimcord.System
 	aliceID, bobID     string
 	bobTrace           string
+	bobCreateTrace     string // traceresponse of bob's POST /Users
+	bobJoinTrace       string // traceresponse of the PATCH that put bob in Design
 	engID, designID    string
 	designPositionBack int
 }
@@ -56,10 +58,11 @@ func newScenario(t *testing.T, sys *scimcord.System) *scenario {
 	if _, err := emu.Admin().EditRole(ctx, devGuild, roleDesign, discordemu.RolePatch{Position: intp(10)}); err != nil {
 		t.Fatal(err)
 	}
-	bob, _ := scim(t, sys, "POST", "/Users", userBody("bob@example.com", member2), 201)
+	bob, tr := scim(t, sys, "POST", "/Users", userBody("bob@example.com", member2), 201)
+	sc.bobCreateTrace = tr
 	sc.bobID = bob["id"].(string)
 	waitStatus(t, sys, sc.bobID, "in_sync")
-	scim(t, sys, "PATCH", "/Groups/"+sc.designID, patchOp("add", "members", []map[string]any{{"value": sc.bobID}}), 200, 204)
+	_, sc.bobJoinTrace = scim(t, sys, "PATCH", "/Groups/"+sc.designID, patchOp("add", "members", []map[string]any{{"value": sc.bobID}}), 200, 204)
 	sc.bobTrace = waitStatus(t, sys, sc.bobID, "failed").TraceID
 	return sc
 }
@@ -120,7 +123,7 @@ func TestCLI_OperatorCommandsAgainstRunningSystem(t *testing.T) {
 		wantIn(t, "status "+q, out, "alice@example.com", "Engineering", "in_sync", roleEng, roleStaff, devGuild)
 	}
 	out := mustCLI(t, sys, "status", "bob@example.com")
-	wantIn(t, "status bob", out, "failed", "50013", sc.bobTrace, roleDesign)
+	wantIn(t, "status bob", out, "failed", "50013", sc.bobTrace, roleDesign, sc.bobCreateTrace, sc.bobJoinTrace)
 
 	// -o json: the fields the README documents.
 	out = mustCLI(t, sys, "status", "bob@example.com", "-o", "json")

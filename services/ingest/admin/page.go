@@ -244,9 +244,9 @@ td.id{word-break:break-all;max-width:220px}
 {{if .Error}}<p class="err">{{.Error}}</p>{{end}}
 {{with .Search}}<section id="search"><h2>Member {{.Query}}</h2>
 {{if .Error}}<p class="err">{{.Error}}</p>{{end}}
-{{with .User}}<table><tr><th>userName</th><th>SCIM id</th><th>Discord id</th><th>active</th><th>last change</th></tr>
-<tr><td><b>{{.UserName}}</b>{{if .Deleted}} <span class="pill failed">deleted</span>{{end}}</td><td class="mono">{{.ID}}</td><td class="mono">{{.DiscordUserID}}</td><td>{{.Active}}</td><td>{{.LastOp}} v{{.Version}} · {{ago .LastChange}}</td></tr></table>{{end}}
-{{if .User}}<p>Groups: {{range $i, $g := .Groups}}{{if $i}}, {{end}}{{$g.DisplayName}}{{else}}<span class="empty">none</span>{{end}}</p>{{end}}
+{{with .User}}<table><tr><th>userName</th><th>SCIM id</th><th>Discord id</th><th>active</th><th>last change</th><th>its trace id</th></tr>
+<tr><td><b>{{.UserName}}</b>{{if .Deleted}} <span class="pill failed">deleted</span>{{end}}</td><td class="mono">{{.ID}}</td><td class="mono">{{.DiscordUserID}}</td><td>{{.Active}}</td><td>{{.LastOp}} v{{.Version}} · {{ago .LastChange}}</td><td class="mono trace-id">{{.LastTraceID}}</td></tr></table>{{end}}
+{{if .User}}<p>Groups: {{range $i, $g := .Groups}}{{if $i}}, {{end}}{{$g.DisplayName}}{{if $g.MembershipTraceID}} <span class="mono muted">(added in trace {{$g.MembershipTraceID}})</span>{{end}}{{else}}<span class="empty">none</span>{{end}}</p>{{end}}
 {{range .Guilds}}<h3>Guild <span class="mono">{{.Guild}}</span> {{with .Status}}<span class="pill {{.State}}">{{.State}}</span>{{end}}</h3>
 <table><tr><th>desired roles</th><th>actual roles</th><th>to add</th><th>to remove</th><th>Discord code</th><th>last error / action</th><th>trace id</th></tr>
 <tr><td class="mono">{{join .Desired}}</td><td class="mono">{{if .InGuild}}{{join .Actual}}{{else}}not in guild{{end}}</td><td class="mono">{{join .ToAdd}}</td><td class="mono">{{join .ToRemove}}</td>

@@ -25,6 +25,9 @@ type UserView struct {
 	Version       uint64    `json:"version"`
 	LastChange    time.Time `json:"lastChange"`
 	LastOp        string    `json:"lastOp"`
+	// LastTraceID is the trace of the SCIM request that last changed the
+	// user (from the traceparent stored with the record).
+	LastTraceID string `json:"lastTraceId,omitempty"`
 }
 
 // GroupView is one group the user belongs to.
@@ -32,6 +35,26 @@ type GroupView struct {
 	ID          string `json:"id"`
 	DisplayName string `json:"displayName"`
 	ExternalID  string `json:"externalId,omitempty"`
+	// MembershipTraceID is the trace of the SCIM request that added the user.
+	MembershipTraceID string `json:"membershipTraceId,omitempty"`
+}
+
+// lastTrace returns the trace id of the write that stored key's current
+// record: the traceparent travels in the message headers (eventbus.Put).
+func (s *Server) lastTrace(ctx context.Context, key string) string {
+	stream, err := s.deps.JS.Stream(ctx, eventbus.ResourceStream)
+	if err != nil {
+		return ""
+	}
+	msg, err := stream.GetLastMsgForSubject(ctx, eventbus.ResourceSubjectPrefix+key)
+	if err != nil || msg.Header == nil {
+		return ""
+	}
+	parts := strings.Split(msg.Header.Get("traceparent"), "-")
+	if len(parts) != 4 || len(parts[1]) != 32 || strings.Trim(parts[1], "0123456789abcdef") != "" {
+		return ""
+	}
+	return parts[1]
 }
 
 type user struct {
@@ -111,6 +134,7 @@ func (s *Server) lookup(ctx context.Context, t *tenants.Tenant, q string) (user,
 	if err != nil {
 		return user{}, nil, err
 	}
+	found.LastTraceID = s.lastTrace(ctx, eventbus.UserKey(t.ID, found.ID))
 	return *found, groups, nil
 }
 
@@ -170,7 +194,8 @@ func (s *Server) groupsOf(ctx context.Context, st *eventbus.Store, tenant, userI
 		if g == nil || g.GetDeleted() || grec.Event.GetOp() == eventv1.Operation_OPERATION_DELETE {
 			continue
 		}
-		out = append(out, GroupView{ID: g.GetId(), DisplayName: g.GetDisplayName(), ExternalID: g.GetExternalId()})
+		out = append(out, GroupView{ID: g.GetId(), DisplayName: g.GetDisplayName(), ExternalID: g.GetExternalId(),
+			MembershipTraceID: s.lastTrace(ctx, k)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].DisplayName < out[j].DisplayName })
 	return out, nil

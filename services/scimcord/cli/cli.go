@@ -280,9 +280,11 @@ func printStatus(w io.Writer, raw json.RawMessage) error {
 			Version       uint64    `json:"version"`
 			LastOp        string    `json:"lastOp"`
 			LastChange    time.Time `json:"lastChange"`
+			LastTraceID   string    `json:"lastTraceId"`
 		} `json:"user"`
 		Groups []struct {
-			DisplayName string `json:"displayName"`
+			DisplayName       string `json:"displayName"`
+			MembershipTraceID string `json:"membershipTraceId"`
 		} `json:"groups"`
 		Guilds []struct {
 			Guild     string     `json:"guild"`
@@ -307,13 +309,18 @@ func printStatus(w io.Writer, raw json.RawMessage) error {
 	case !u.Active:
 		state = "inactive"
 	}
-	var groups []string
-	for _, g := range r.Groups {
-		groups = append(groups, g.DisplayName)
-	}
 	fmt.Fprintf(t, "USER\t%s\t(SCIM id %s, Discord id %s)\n", u.UserName, u.ID, dash(u.DiscordUserID))
-	fmt.Fprintf(t, "SCIM\t%s\tlast %s v%d at %s\n", state, u.LastOp, u.Version, u.LastChange.UTC().Format(time.RFC3339))
-	fmt.Fprintf(t, "GROUPS\t%s\n", list(groups))
+	fmt.Fprintf(t, "SCIM\t%s\tlast %s v%d at %s, trace %s\n", state, u.LastOp, u.Version, u.LastChange.UTC().Format(time.RFC3339), dash(u.LastTraceID))
+	if len(r.Groups) == 0 {
+		fmt.Fprintf(t, "GROUPS\t-\n")
+	}
+	for i, g := range r.Groups {
+		label := ""
+		if i == 0 {
+			label = "GROUPS"
+		}
+		fmt.Fprintf(t, "%s\t%s\tadded by trace %s\n", label, g.DisplayName, dash(g.MembershipTraceID))
+	}
 	_ = t.Flush()
 	fmt.Fprintln(w)
 	t = tw(w)
