@@ -190,13 +190,17 @@ func (e *Emulator) pipeline(c *call) *resp {
 		}
 	}
 	res := e.stageBodyAndHandle(c)
-	// Stage 11: faults after_commit.
-	if fr, act := e.faults.pick(c, "after_commit"); act != nil {
-		out, cont := e.applyFault(c, fr, act, res)
-		if !cont {
-			res = out
-		} else {
-			pending = append(pending, act)
+	// Stage 11: faults after_commit. Only requests that changed state match
+	// (and count towards nth/skip/times): errors and 2xx no-ops (e.g. adding a
+	// role the member already has) never committed, so they are left alone.
+	if c.committed {
+		if fr, act := e.faults.pick(c, "after_commit"); act != nil {
+			out, cont := e.applyFault(c, fr, act, res)
+			if !cont {
+				res = out
+			} else {
+				pending = append(pending, act)
+			}
 		}
 	}
 	for _, a := range pending {

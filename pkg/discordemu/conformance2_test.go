@@ -451,6 +451,37 @@ func TestConformance_14_Faults(t *testing.T) {
 			t.Fatal("not committed")
 		}
 	})
+	t.Run("after_commit_only_matches_committed_requests", func(t *testing.T) {
+		t.Parallel()
+		e := newTestEmu(t, nil)
+		ctx := testCtx(t)
+		if _, err := e.Admin().AddFault(ctx, FaultRule{ID: "ac", Match: FaultMatch{Route: StringList{"member_role_add"}}, When: FaultWhen{Times: 1}, Stage: "after_commit", Action: FaultAction{Type: "error", Status: 500, Code: 0, Message: "after commit"}}); err != nil {
+			t.Fatal(err)
+		}
+		s := session(t, e, tToken)
+		s.MaxRestRetries = 0
+		// a 403 (High is above the bot) and a 204 no-op (bob already has Low) never committed
+		if err := s.GuildMemberRoleAdd(tGuild, tAlice, tHigh); !is(err, 403, 50013) {
+			t.Fatalf("above bot: %v", err)
+		}
+		if err := s.GuildMemberRoleAdd(tGuild, tBob, tLow); err != nil {
+			t.Fatalf("no-op add: %v", err)
+		}
+		rules, err := e.Admin().Faults(ctx)
+		if err != nil || len(rules) != 1 || rules[0].Matches != 0 || rules[0].Fired != 0 {
+			t.Fatalf("rule after non-committing requests: %+v %v", rules, err)
+		}
+		// the first committing request gets the fault
+		if err := s.GuildMemberRoleAdd(tGuild, tAlice, tLow); err == nil {
+			t.Fatal("committed add: want the fault")
+		}
+		if !hasStr(mustState(t, e, tGuild).Member(tAlice).Roles, tLow) {
+			t.Fatal("not committed")
+		}
+		if rules, _ := e.Admin().Faults(ctx); rules[0].Fired != 1 {
+			t.Fatalf("fired %d", rules[0].Fired)
+		}
+	})
 	t.Run("status_before_does_not_consume", func(t *testing.T) {
 		t.Parallel()
 		e := newTestEmu(t, nil)
