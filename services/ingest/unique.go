@@ -45,7 +45,9 @@ func UserNameClaimKey(tenant, userName string) string {
 }
 
 // DiscordClaimKey: see UserNameClaimKey.
-func DiscordClaimKey(tenant, discordID string) string { return claimKey(tenant, claimDiscord, discordID) }
+func DiscordClaimKey(tenant, discordID string) string {
+	return claimKey(tenant, claimDiscord, discordID)
+}
 
 // claimLease is how long a fresh claim whose owner does not hold the value
 // (yet) is respected: the claimer is between its claim and its record write.
