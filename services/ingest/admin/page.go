@@ -222,7 +222,7 @@ code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12p
 .pending_link,.pending_join{color:var(--info);border-color:var(--info)}
 .err{background:#ffebe9;border:1px solid var(--bad);border-radius:6px;padding:8px 12px;color:var(--bad)}
 .muted{color:var(--muted)}.empty{color:var(--muted);font-style:italic}
-td.id{word-break:break-all;max-width:220px}
+td.id{white-space:nowrap}
 .login{max-width:420px;margin:80px auto;border:1px solid var(--line);border-radius:8px;padding:24px}
 </style>{{end}}
 
@@ -266,7 +266,7 @@ td.id{word-break:break-all;max-width:220px}
 {{range .Overview.Failures}}{{template "status" .}}{{end}}</table>{{else}}<p class="empty">no failing member</p>{{end}}
 
 <h2 id="dead-letters">Dead letters</h2>{{if .Overview.DeadLetters}}<table><tr><th>id</th><th>user</th><th>op</th><th>HTTP</th><th>code</th><th>detail</th><th>trace id</th><th>when</th></tr>
-{{range .Overview.DeadLetters}}<tr><td class="mono id">{{.Guild}}/{{.User}}</td><td>{{.UserName}}</td><td>{{.Op}}</td><td class="mono">{{.HTTPStatus}}</td><td class="mono">{{.Code}}</td><td>{{.Detail}}</td><td class="mono trace-id">{{.TraceID}}</td><td class="muted">{{ago .Time}}</td></tr>{{end}}</table>
+{{range .Overview.DeadLetters}}<tr><td class="mono id">{{.Guild}}/<br>{{.User}}</td><td>{{.UserName}}</td><td>{{.Op}}</td><td class="mono">{{.HTTPStatus}}</td><td class="mono">{{.Code}}</td><td>{{.Detail}}</td><td class="mono trace-id">{{.TraceID}}</td><td class="muted">{{ago .Time}}</td></tr>{{end}}</table>
 <p class="muted">Replay after fixing the cause: <code>scimcord dlq replay &lt;id&gt;</code> or <code>--all</code>.</p>{{else}}<p class="empty">no dead letter</p>{{end}}
 
 <h2 id="pending-links">Pending links and joins</h2>{{if .Overview.PendingLinks}}<table><tr><th>user</th><th>Discord id</th><th>guild</th><th>status</th><th>code</th><th>detail</th><th>trace id</th><th>when</th></tr>
