@@ -156,6 +156,7 @@ func (r *Recorder) nextSeq() int64 {
 }
 
 func (r *Recorder) add(rec *Record) {
+	redactRecord(rec)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// keep arrival order by seq
