@@ -17,6 +17,11 @@ import (
 	"github.com/scimcord/scimcord/pkg/telemetry"
 )
 
+// LivenessService is the gRPC health service name that is SERVING as long as
+// the server runs, for liveness and startup probes; "" and the MappingService
+// name turn SERVING only once the rules are loaded (readiness).
+const LivenessService = "liveness"
+
 // Run serves gRPC (MappingService, health, reflection) until ctx ends, then
 // stops gracefully within ShutdownTimeout. With a JetStream it first makes
 // sure the rules bucket exists, seeds it from the rules file and watches it.
@@ -35,6 +40,7 @@ func (s *Service) Run(ctx context.Context) error {
 
 	srv := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(s.tp), otelgrpc.WithPropagators(telemetry.Propagator()))))
 	hs := health.NewServer()
+	hs.SetServingStatus(LivenessService, healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	hs.SetServingStatus(mappingv1.MappingService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(srv, hs)
