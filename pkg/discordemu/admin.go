@@ -619,6 +619,9 @@ func (e *Emulator) adminOAuth(m string, s []string, body []byte) (int, any, erro
 		if !ok {
 			return 0, nil, badReq("redirect_uri %q is not registered", a.RedirectURI)
 		}
+		if msg := checkScopes(a.Scopes); msg != "" {
+			return 0, nil, badReq("invalid_scope: %s", msg)
+		}
 		cd := e.issueCodeLocked(app.ID, a.UserID, a.Scopes, a.RedirectURI, a.CodeChallenge, a.CodeChallengeMethod)
 		e.afterCommitLocked()
 		return 200, AuthorizeResult{Code: cd.Code, RedirectURL: withCode(a.RedirectURI, cd.Code, a.State)}, nil

@@ -740,3 +740,55 @@ func TestConformance_03_RoleReorderPartial(t *testing.T) {
 		})
 	}
 }
+
+// TestConformance_16_OAuthAuthorizeScopes: a missing, empty or unknown scope is
+// invalid_scope — a redirect back to a valid redirect_uri (RFC 6749 §4.1.2.1)
+// on the page, a 400 on the admin API — and issues no code.
+func TestConformance_16_OAuthAuthorizeScopes(t *testing.T) {
+	t.Parallel()
+	e := newTestEmu(t, nil)
+	hc := &http.Client{Transport: e.HTTPClient().Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	base := "https://discord.com/oauth2/authorize?response_type=code&client_id=" + tApp + "&redirect_uri=" + url.QueryEscape("http://app.example/cb") + "&state=s1&emu_user=" + tAlice
+	tests := []struct {
+		name, scope string
+		ok          bool
+	}{
+		{"missing", "", false},
+		{"empty", "&scope=", false},
+		{"blank", "&scope=%20", false},
+		{"unknown", "&scope=identify%20guilds.joinn", false},
+		{"known", "&scope=identify%20email%20guilds%20guilds.join%20guilds.members.read%20bot%20applications.commands%20connections", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := hc.Get(base + tc.scope)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = res.Body.Close()
+			loc, _ := url.Parse(res.Header.Get("Location"))
+			if res.StatusCode != 302 || loc.Host != "app.example" || loc.Query().Get("state") != "s1" {
+				t.Fatalf("got %d %s", res.StatusCode, loc)
+			}
+			if tc.ok != (loc.Query().Get("code") != "") || tc.ok != (loc.Query().Get("error") == "") {
+				t.Fatalf("location %s", loc)
+			}
+			if !tc.ok && loc.Query().Get("error") != "invalid_scope" {
+				t.Fatalf("location %s", loc)
+			}
+			_, err = e.Admin().Authorize(testCtx(t), AuthorizeRequest{ClientID: tApp, UserID: tAlice, Scopes: strings.Fields(strings.ReplaceAll(strings.TrimPrefix(tc.scope, "&scope="), "%20", " ")), RedirectURI: "http://app.example/cb"})
+			if tc.ok != (err == nil) || (err != nil && !strings.Contains(err.Error(), "invalid_scope")) {
+				t.Fatalf("admin authorize: %v", err)
+			}
+		})
+	}
+	// a bad redirect_uri is never redirected to, whatever the scope
+	res, err := hc.Get(strings.Replace(base, "app.example", "evil.example", 1) + "&scope=nope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = res.Body.Close()
+	if res.StatusCode != 400 || res.Header.Get("Location") != "" {
+		t.Fatalf("bad redirect: %d %s", res.StatusCode, res.Header.Get("Location"))
+	}
+}

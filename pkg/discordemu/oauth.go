@@ -174,6 +174,11 @@ func (e *Emulator) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	scopes := strings.Fields(q.Get("scope"))
+	if err := checkScopes(scopes); err != "" {
+		// RFC 6749 §4.1.2.1: with a valid client and redirect_uri, errors go back to the client.
+		http.Redirect(w, r, withError(redirect, "invalid_scope", err, q.Get("state")), http.StatusFound)
+		return
+	}
 	if uid := q.Get("emu_user"); uid != "" {
 		if e.w.Users[uid] == nil {
 			bad("unknown emu_user")
@@ -203,6 +208,49 @@ func (e *Emulator) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	b.WriteString("</ul></body></html>")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	_, _ = w.Write([]byte(b.String()))
+}
+
+// knownScopes are the OAuth2 scopes Discord documents; any other scope is
+// invalid_scope.
+var knownScopes = map[string]bool{
+	"activities.read": true, "activities.write": true, "applications.builds.read": true,
+	"applications.builds.upload": true, "applications.commands": true, "applications.commands.update": true,
+	"applications.commands.permissions.update": true, "applications.entitlements": true,
+	"applications.store.update": true, "bot": true, "connections": true, "dm_channels.read": true, "email": true,
+	"gdm.join": true, "guilds": true, "guilds.join": true, "guilds.members.read": true, "identify": true,
+	"messages.read": true, "openid": true, "relationships.read": true, "role_connections.write": true, "rpc": true,
+	"rpc.activities.write": true, "rpc.notifications.read": true, "rpc.voice.read": true, "rpc.voice.write": true,
+	"voice": true, "webhook.incoming": true,
+}
+
+// checkScopes returns "" when scopes is a non-empty list of known scopes, else
+// the error_description of an invalid_scope error.
+func checkScopes(scopes []string) string {
+	if len(scopes) == 0 {
+		return "Missing \"scope\" in request."
+	}
+	for _, sc := range scopes {
+		if !knownScopes[sc] {
+			return "Invalid scope: " + sc
+		}
+	}
+	return ""
+}
+
+// withError adds an OAuth2 error (RFC 6749 §4.1.2.1) to a redirect URI.
+func withError(redirect, code, desc, state string) string {
+	u, err := url.Parse(redirect)
+	if err != nil {
+		return redirect
+	}
+	q := u.Query()
+	q.Set("error", code)
+	q.Set("error_description", desc)
+	if state != "" {
+		q.Set("state", state)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 func withCode(redirect, code, state string) string {
