@@ -57,12 +57,28 @@ type testMapping struct {
 	calls int
 	// refuse makes ResolveRoles answer InvalidArgument (an unknown guild).
 	refuse bool
+	// refuseCode, when set, is the gRPC code every ResolveRoles answers.
+	refuseCode codes.Code
+	// users counts the calls per SCIM user id.
+	users map[string]int
+	// onUser, when set, sees every request's user JSON (under mu).
+	onUser func(userJSON []byte)
 }
 
 func (m *testMapping) ResolveRoles(_ context.Context, req *mappingv1.ResolveRolesRequest) (*mappingv1.ResolveRolesResponse, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
+	if m.users == nil {
+		m.users = map[string]int{}
+	}
+	m.users[req.GetUserId()]++
+	if m.onUser != nil {
+		m.onUser(req.GetUserJson())
+	}
+	if m.refuseCode != codes.OK {
+		return nil, status.Errorf(m.refuseCode, "refused with %s", m.refuseCode)
+	}
 	if m.refuse {
 		return nil, status.Errorf(codes.InvalidArgument, "guild %s has no rules", req.GetGuildId())
 	}
@@ -279,8 +295,14 @@ func (e *env) put(key string, ev *eventv1.Event) {
 
 func (e *env) putUser(id, discordID string, active bool) {
 	e.t.Helper()
+	e.putUserSnapshot(id, discordID, active, []byte(fmt.Sprintf(`{"id":%q,"userName":%q,"active":%v}`, id, id+"@example.com", active)))
+}
+
+// putUserSnapshot writes a user with the given stored SCIM JSON.
+func (e *env) putUserSnapshot(id, discordID string, active bool, snapshot []byte) {
+	e.t.Helper()
 	e.put(eventbus.UserKey(tenantID, id), &eventv1.Event{Kind: eventv1.ResourceKind_RESOURCE_KIND_USER, ResourceId: id,
-		Snapshot: []byte(fmt.Sprintf(`{"id":%q,"userName":%q,"active":%v}`, id, id+"@example.com", active)),
+		Snapshot: snapshot,
 		Resource: &eventv1.Event_User{User: &eventv1.User{Id: id, UserName: id + "@example.com", Active: active, DiscordUserId: discordID}}})
 }
 
