@@ -140,7 +140,9 @@ func run(ctx context.Context, getenv func(string) string) error {
 		_ = tp.Shutdown(sctx)
 	}()
 
-	opts := []nats.Option{nats.Name("scimcord-applier"), nats.MaxReconnects(-1)}
+	// RetryOnFailedConnect: a NATS that is not up yet (a fresh install, a NATS
+	// restart) is waited for instead of failing the start.
+	opts := []nats.Option{nats.Name("scimcord-applier"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true)}
 	if c := getenv("NATS_CREDS"); c != "" {
 		opts = append(opts, nats.UserCredentials(c))
 	}
@@ -153,8 +155,17 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if err := eventbus.EnsureBuckets(ctx, js, eventbus.BucketConfig{Replicas: replicas}); err != nil {
-		return err
+	for delay := 250 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+		err := eventbus.EnsureBuckets(ctx, js, eventbus.BucketConfig{Replicas: replicas})
+		if err == nil {
+			break
+		}
+		log.WarnContext(ctx, "NATS JetStream not ready yet, retrying", "error", err, "delay", delay)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for NATS JetStream: %w", err)
+		case <-time.After(delay):
+		}
 	}
 	conn, err := grpc.NewClient(getenv("SCIMCORD_MAPPING_ADDR"),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
