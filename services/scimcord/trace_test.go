@@ -330,6 +330,33 @@ func TestTrace_OneTraceFromSCIMRequestToDiscordCall(t *testing.T) {
 	if !failing {
 		t.Errorf("sync status trace %s has no Discord span with 50013", st.TraceID)
 	}
+	// An operator's question is traced too: admin API (ingest) → NATS
+	// request → the applier's operator span → mapping and Discord reads.
+	req, _ := http.NewRequest("GET", sys.HTTPURL()+"/admin/api/v1/status?user="+uid, nil)
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	atr := strings.Split(resp.Header.Get("traceresponse"), "-")
+	if resp.StatusCode != 200 || len(atr) != 4 {
+		t.Fatalf("admin status: %d, traceresponse %q", resp.StatusCode, resp.Header.Get("traceresponse"))
+	}
+	ss = waitTrace(t, rec, atr[1], func(ss spanSet) bool {
+		return len(ss.find("scimcord-ingest", "admin GET")) > 0 && len(ss.find("scimcord-applier", "discord GET")) > 0 &&
+			len(ss.find("scimcord-mapping", "scimcord.mapping.v1.MappingService/ResolveRoles")) > 0
+	})
+	adm, op := ss.find("scimcord-ingest", "admin GET")[0], ss.find("scimcord-applier", "applier.admin status")
+	if len(op) != 1 || op[0].Parent().SpanID() != adm.SpanContext().SpanID() {
+		t.Errorf("applier.admin status is not a child of the admin request span:%s", ss)
+	}
+	for _, d := range ss.find("scimcord-applier", "discord GET") {
+		if !ss.descends(d, adm) {
+			t.Errorf("Discord read %s is not below the admin request:%s", d.Name(), ss)
+		}
+	}
+
 	// No span carries a header or a token.
 	for _, s := range rec.Ended() {
 		for _, kv := range s.Attributes() {
