@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -734,13 +737,52 @@ func (e *Emulator) adminFaults(m, id string, body []byte) (int, any, error) {
 	return 0, nil, notFound("unknown faults admin route")
 }
 
-func filterFromQuery(r *http.Request) RequestFilter {
+// filterKeys are the query keys of GET /_emu/requests; wait also takes count and timeout_ms.
+var filterKeys = map[string]bool{"route": true, "method": true, "guild_id": true, "user_id": true, "status": true,
+	"since_seq": true, "limit": true}
+
+// filterFromQuery parses the recorder filter. Unknown keys, repeated keys,
+// unknown route ids and numbers that do not parse or are out of range are 400,
+// so a misspelled filter never silently matches everything.
+func filterFromQuery(r *http.Request, extra ...string) (RequestFilter, error) {
 	q := r.URL.Query()
+	for k, vs := range q {
+		if !filterKeys[k] && !slices.Contains(extra, k) {
+			return RequestFilter{}, badReq("unknown query parameter %q (known: route, method, guild_id, user_id, status, since_seq, limit%s)", k, strings.Join(append([]string{""}, extra...), ", "))
+		}
+		if len(vs) != 1 {
+			return RequestFilter{}, badReq("query parameter %q given %d times", k, len(vs))
+		}
+	}
 	f := RequestFilter{Route: q.Get("route"), Method: q.Get("method"), GuildID: q.Get("guild_id"), UserID: q.Get("user_id")}
-	f.Status, _ = strconv.Atoi(q.Get("status"))
-	f.SinceSeq, _ = strconv.ParseInt(q.Get("since_seq"), 10, 64)
-	f.Limit, _ = strconv.Atoi(q.Get("limit"))
-	return f
+	if f.Route != "" && !slices.Contains(RouteIDs(), f.Route) {
+		return f, badReq("unknown route %q", f.Route)
+	}
+	var err error
+	if f.Status, err = intParam(q, "status", 100, 599); err != nil {
+		return f, err
+	}
+	seq, err := intParam(q, "since_seq", 0, math.MaxInt)
+	if err != nil {
+		return f, err
+	}
+	f.SinceSeq = int64(seq)
+	if f.Limit, err = intParam(q, "limit", 1, math.MaxInt); err != nil {
+		return f, err
+	}
+	return f, nil
+}
+
+// intParam parses an optional integer query parameter within [lo, hi]; absent is 0.
+func intParam(q url.Values, key string, lo, hi int) (int, error) {
+	if !q.Has(key) {
+		return 0, nil
+	}
+	v, err := strconv.Atoi(q.Get(key))
+	if err != nil || v < lo || v > hi {
+		return 0, badReq("query parameter %s=%q must be an integer from %d to %d", key, q.Get(key), lo, hi)
+	}
+	return v, nil
 }
 
 // requestsPage is the answer of GET /_emu/requests.
@@ -755,24 +797,38 @@ func (e *Emulator) adminRequests(r *http.Request, m, sub string) (int, any, erro
 		e.rec.Clear()
 		return 204, nil, nil
 	case m == "GET" && sub == "":
-		recs := e.rec.Requests(filterFromQuery(r))
+		f, err := filterFromQuery(r)
+		if err != nil {
+			return 0, nil, err
+		}
+		recs := e.rec.Requests(f)
 		if recs == nil {
 			recs = []Record{}
 		}
 		return 200, requestsPage{Requests: recs, NextSeq: e.rec.NextSeq()}, nil
 	case m == "GET" && sub == "wait":
+		f, err := filterFromQuery(r, "count", "timeout_ms")
+		if err != nil {
+			return 0, nil, err
+		}
 		q := r.URL.Query()
-		count, _ := strconv.Atoi(q.Get("count"))
-		if count <= 0 {
+		count, err := intParam(q, "count", 1, math.MaxInt32)
+		if err != nil {
+			return 0, nil, err
+		}
+		if count == 0 {
 			count = 1
 		}
-		ms, _ := strconv.Atoi(q.Get("timeout_ms"))
-		if ms <= 0 {
+		ms, err := intParam(q, "timeout_ms", 1, 600000)
+		if err != nil {
+			return 0, nil, err
+		}
+		if ms == 0 {
 			ms = 10000
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), time.Duration(ms)*time.Millisecond)
 		defer cancel()
-		recs, err := e.rec.Wait(ctx, filterFromQuery(r), count)
+		recs, err := e.rec.Wait(ctx, f, count)
 		if recs == nil {
 			recs = []Record{}
 		}

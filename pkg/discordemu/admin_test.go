@@ -1,6 +1,7 @@
 package discordemu
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -293,5 +294,49 @@ func TestFaults_Actions(t *testing.T) {
 	}
 	if _, err := ad.AddFault(ctx, FaultRule{Action: FaultAction{Type: "nope"}}); err == nil {
 		t.Fatal("unknown action accepted")
+	}
+}
+
+// TestAdmin_RequestFilterValidation: a misspelled or malformed recorder filter
+// is a 400 naming the problem, never a filter that silently matches everything.
+func TestAdmin_RequestFilterValidation(t *testing.T) {
+	t.Parallel()
+	e := newTestEmu(t, nil)
+	if res, _ := raw(t, e, "GET", "/api/v9/users/@me", "Bot "+tToken, "", "", nil); res.StatusCode != 200 {
+		t.Fatal(res.StatusCode)
+	}
+	tests := []struct {
+		name, query string
+		status      int
+		contains    string
+	}{
+		{"status not a number", "/requests?status=abc", 400, "status"},
+		{"status out of range", "/requests?status=42", 400, "status"},
+		{"since_seq negative", "/requests?since_seq=-1", 400, "since_seq"},
+		{"limit not a number", "/requests?limit=x", 400, "limit"},
+		{"limit zero", "/requests?limit=0", 400, "limit"},
+		{"unknown key", "/requests?stauts=200", 400, "unknown query parameter \\\"stauts"},
+		{"repeated key", "/requests?route=users_me&route=guild_get", 400, "given 2 times"},
+		{"unknown route", "/requests?route=users_mee", 400, `users_mee`},
+		{"wait count not a number", "/requests/wait?count=abc", 400, "count"},
+		{"wait count zero", "/requests/wait?count=0", 400, "count"},
+		{"wait timeout not a number", "/requests/wait?timeout_ms=soon", 400, "timeout_ms"},
+		{"wait unknown key", "/requests/wait?cuont=2", 400, "cuont"},
+		{"count only on wait", "/requests?count=1", 400, "unknown query parameter \\\"count"},
+		{"valid", "/requests?route=users_me&status=200&since_seq=0&limit=5", 200, `"route":"users_me"`},
+		{"valid wait", "/requests/wait?route=users_me&count=1&timeout_ms=1000", 200, `"route":"users_me"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := http.Get(e.AdminURL() + "/_emu" + tc.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			_ = res.Body.Close()
+			if res.StatusCode != tc.status || !strings.Contains(string(b), tc.contains) {
+				t.Fatalf("got %d %s", res.StatusCode, b)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"sort"
 	"strconv"
 	"sync"
@@ -105,10 +106,10 @@ func (f RequestFilter) match(r *Record) bool {
 }
 
 func (f RequestFilter) query() string {
-	q := make([]string, 0, 8)
+	q := url.Values{}
 	add := func(k, v string) {
 		if v != "" {
-			q = append(q, k+"="+v)
+			q.Set(k, v)
 		}
 	}
 	add("route", f.Route)
@@ -124,14 +125,7 @@ func (f RequestFilter) query() string {
 	if f.Limit != 0 {
 		add("limit", strconv.Itoa(f.Limit))
 	}
-	s := ""
-	for i, x := range q {
-		if i > 0 {
-			s += "&"
-		}
-		s += x
-	}
-	return s
+	return q.Encode()
 }
 
 // Recorder stores every API request in arrival order (§10).
