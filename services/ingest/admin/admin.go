@@ -26,11 +26,13 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/scimcord/scimcord/pkg/eventbus"
 	mappingv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/mapping/v1"
+	"github.com/scimcord/scimcord/pkg/telemetry"
 	"github.com/scimcord/scimcord/pkg/tenants"
 )
 
@@ -125,7 +127,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 // ServeHTTP traces the request (a server span of ingest's provider; the
 // traceresponse header names it) and dispatches.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ctx, span := s.tracer.Start(r.Context(), "admin "+r.Method+" "+routeName(r.URL.Path), trace.WithSpanKind(trace.SpanKindServer),
+	ctx := telemetry.Propagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header)) // continue a caller's trace
+	ctx, span := s.tracer.Start(ctx, "admin "+r.Method+" "+routeName(r.URL.Path), trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
 	defer span.End()
 	if sc := span.SpanContext(); sc.IsValid() {
