@@ -1,6 +1,7 @@
 package discordemu
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -387,8 +388,15 @@ func (e *Emulator) mergeConfig(body []byte) error {
 	c := e.cfg
 	cu := *c.Strict.CheckUntouchedRoles
 	c.Strict.CheckUntouchedRoles = &cu // do not write through the shared pointer
-	if err := json.Unmarshal(body, &c); err != nil {
+	// Strict decoding: a misspelled key ({"strikt":…} or a knob inside strict)
+	// is a 400 naming it, not a silently ignored setting.
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
 		return badReq("invalid config: %v", err)
+	}
+	if dec.More() {
+		return badReq("invalid config: trailing data after the JSON object")
 	}
 	c.Logger, c.Clock = e.cfg.Logger, e.cfg.Clock
 	c.Listen, c.AdminListen, c.StatePath = e.cfg.Listen, e.cfg.AdminListen, e.cfg.StatePath

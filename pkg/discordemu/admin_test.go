@@ -130,6 +130,38 @@ func TestAdmin_ConfigMergeAndValidation(t *testing.T) {
 	if err := e.Admin().SetConfig(ctx, map[string]any{"profile": "bogus"}); err == nil {
 		t.Fatal("bad profile accepted")
 	}
+	// unknown keys, at the top or inside a section, are rejected by name and change nothing
+	for _, tc := range []struct{ name, body, key string }{
+		{"misspelled section", `{"strikt":{"patch_member_204":false}}`, "strikt"},
+		{"misspelled knob", `{"strict":{"check_untouched_role":false}}`, "check_untouched_role"},
+		{"misspelled ratelimit knob", `{"ratelimit":{"algorithim":"sliding"}}`, "algorithim"},
+		{"unknown chaos action field", `{"chaos":{"actions":[{"type":"drop","mdoe":"reset"}]}}`, "mdoe"},
+		{"trailing data", `{"time_scale":0.5} {}`, "trailing"},
+	} {
+		res, body := adminDo(t, e, "PUT", "/_emu/config", tc.body)
+		if res != 400 || !strings.Contains(body, tc.key) {
+			t.Errorf("%s: got %d %s", tc.name, res, body)
+		}
+	}
+	c, err = e.Admin().Config(ctx)
+	if err != nil || !c.Strict.PatchMember204 || c.TimeScale != 1 {
+		t.Fatalf("config changed by rejected merges: %+v %v", c, err)
+	}
+}
+
+func adminDo(t *testing.T, e *Emulator, method, path, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(testCtx(t), method, e.AdminURL()+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
 }
 
 func TestAdmin_Token(t *testing.T) {

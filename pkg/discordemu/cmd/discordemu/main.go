@@ -6,6 +6,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,7 +58,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("read config: %w", err)
 		}
-		if err := json.Unmarshal(data, &cfg); err != nil {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields() // a misspelled knob is an error, not a silent default
+		if err := dec.Decode(&cfg); err != nil {
 			return fmt.Errorf("decode config %s: %w", *cfgFile, err)
 		}
 	}

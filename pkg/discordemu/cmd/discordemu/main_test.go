@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -46,6 +47,18 @@ func TestRun_ServeWithFixtureAndState(t *testing.T) {
 	}
 	cancel()
 	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+func TestRun_ConfigFileUnknownKeyRejected(t *testing.T) {
+	t.Parallel()
+	cfg := filepath.Join(t.TempDir(), "cfg.json")
+	if err := os.WriteFile(cfg, []byte(`{"strict":{"check_untouched_role":false}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := run(context.Background(), []string{"serve", "--listen", "127.0.0.1:0", "--config", cfg, "--log-level", "error"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "check_untouched_role") {
 		t.Fatalf("run: %v", err)
 	}
 }
