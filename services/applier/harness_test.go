@@ -238,13 +238,19 @@ func (r *applierRun) stop(t testing.TB) {
 
 func (e *env) start(cfg Config) *applierRun {
 	e.t.Helper()
+	return e.startLogged(cfg, testLogger(e.t))
+}
+
+// startLogged starts an applier that logs to log.
+func (e *env) startLogged(cfg Config, log *slog.Logger) *applierRun {
+	e.t.Helper()
 	tp, err := telemetry.NewProvider(e.ctx, "scimcord-applier", telemetry.Config{})
 	if err != nil {
 		e.t.Fatalf("tracer provider: %v", err)
 	}
 	svc, err := New(cfg, Deps{
 		JS: e.js, Tenants: e.tenants, Mapping: e.client, BotToken: botToken,
-		HTTPClient: e.emu.HTTPClient(), Logger: testLogger(e.t), TracerProvider: tp,
+		HTTPClient: e.emu.HTTPClient(), Logger: log, TracerProvider: tp,
 	})
 	if err != nil {
 		e.t.Fatalf("new applier: %v", err)
