@@ -285,7 +285,7 @@ func (e *Emulator) finish(w http.ResponseWriter, c *call, res *resp) {
 	for k, v := range res.hdr {
 		h[k] = v
 	}
-	if c.rl != nil && !res.global && !res.banned {
+	if c.rl != nil && !res.global && !res.banned && !res.edge {
 		c.rl.headers(h)
 		if res.rateLimited && res.scope == "user" {
 			h.Set("X-RateLimit-Remaining", "0")

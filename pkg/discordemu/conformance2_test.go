@@ -792,3 +792,50 @@ func TestConformance_16_OAuthAuthorizeScopes(t *testing.T) {
 		t.Fatalf("bad redirect: %d %s", res.StatusCode, res.Header.Get("Location"))
 	}
 }
+
+// TestFaults_EdgeErrorsCarryNoRateLimitHeaders: Cloudflare errors and `status`
+// faults are edge/proxy answers, so they never carry per-route X-RateLimit-*
+// headers (a `status` fault sends exactly its configured headers); an `error`
+// fault after commit is Discord's own answer and keeps them.
+func TestFaults_EdgeErrorsCarryNoRateLimitHeaders(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		stage      string
+		action     FaultAction
+		status     int
+		wantBucket bool
+	}{
+		{"cloudflare_5xx before", "before", FaultAction{Type: "cloudflare_5xx", Status: 502}, 502, false},
+		{"cloudflare_5xx after_commit", "after_commit", FaultAction{Type: "cloudflare_5xx", Status: 520}, 520, false},
+		{"status before", "before", FaultAction{Type: "status", Status: 503}, 503, false},
+		{"status after_commit", "after_commit", FaultAction{Type: "status", Status: 500, Headers: map[string]string{"X-Extra": "1"}}, 500, false},
+		{"cloudflare_ban after_commit", "after_commit", FaultAction{Type: "cloudflare_ban", DurationS: 1}, 429, false},
+		{"error after_commit is Discord's", "after_commit", FaultAction{Type: "error", Status: 404, Code: 10011, Message: "Unknown Role"}, 404, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEmu(t, nil)
+			if _, err := e.Admin().AddFault(testCtx(t), FaultRule{Match: FaultMatch{Route: StringList{"member_role_add"}}, Stage: tc.stage, Action: tc.action}); err != nil {
+				t.Fatal(err)
+			}
+			res, body := raw(t, e, "PUT", "/api/v9/guilds/"+tGuild+"/members/"+tAlice+"/roles/"+tLow, "Bot "+tToken, "", "", nil)
+			if res.StatusCode != tc.status {
+				t.Fatalf("status %d %s", res.StatusCode, body)
+			}
+			var rl []string
+			for k := range res.Header {
+				if strings.HasPrefix(k, "X-Ratelimit-") {
+					rl = append(rl, k)
+				}
+			}
+			if tc.wantBucket != (res.Header.Get("X-RateLimit-Bucket") != "") || (!tc.wantBucket && len(rl) > 0) {
+				t.Fatalf("rate-limit headers %v", rl)
+			}
+			if x := tc.action.Headers["X-Extra"]; x != "" && res.Header.Get("X-Extra") != x {
+				t.Fatal("configured header missing")
+			}
+		})
+	}
+}

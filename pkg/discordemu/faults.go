@@ -305,6 +305,7 @@ func (e *Emulator) applyFault(c *call, rule *FaultRule, a *FaultAction, current 
 		for k, v := range a.Headers {
 			r.hdr.Set(k, v)
 		}
+		r.edge = true // only the configured headers, at either stage
 		return mark(r), false
 	case "error":
 		st := a.Status
@@ -321,7 +322,7 @@ func (e *Emulator) applyFault(c *call, rule *FaultRule, a *FaultAction, current 
 		if st == 0 {
 			st = 502
 		}
-		return mark(&resp{status: st, body: []byte("error code: " + strconv.Itoa(st)), ctype: "text/html"}), false
+		return mark(&resp{status: st, body: []byte("error code: " + strconv.Itoa(st)), ctype: "text/html", edge: true}), false
 	case "cloudflare_ban":
 		d := a.DurationS
 		if d <= 0 {

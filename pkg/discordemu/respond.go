@@ -18,6 +18,7 @@ type resp struct {
 	global      bool
 	banned      bool
 	noInvalid   bool // never counted as invalid (shared 429, ban responses)
+	edge        bool // an edge/proxy answer (Cloudflare, status fault): no per-route X-RateLimit-* headers
 	fault       string
 	special     *FaultAction // drop / stall_body applied while writing
 	mangle      *FaultAction // malformed_rl_headers / wrong_rl_headers
