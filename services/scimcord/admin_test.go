@@ -288,4 +288,7 @@ func TestAdmin_OwnCredentialOnly(t *testing.T) {
 	if got := get("/admin/", "", session).StatusCode; got != 200 {
 		t.Errorf("page with the session cookie: %d", got)
 	}
+	if got := get("/admin/api/v1/overview", "", session).StatusCode; got != 401 {
+		t.Errorf("API with the session cookie: %d, want 401 (bearer only)", got)
+	}
 }

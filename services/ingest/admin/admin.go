@@ -154,11 +154,16 @@ func (s *Server) tokenOK(tok string) bool {
 	return tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.Token)) == 1
 }
 
-// authenticated accepts the bearer token or the session cookie.
+// authenticated accepts the bearer token, or — for the page only, never
+// the API with its POSTs (no cross-site request can use the cookie there) —
+// the session cookie.
 func (s *Server) authenticated(r *http.Request) bool {
 	h := r.Header.Get("Authorization")
 	if scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " "); ok && strings.EqualFold(scheme, "Bearer") {
 		return s.tokenOK(strings.TrimSpace(tok))
+	}
+	if strings.HasPrefix(r.URL.Path, "/admin/api/") {
+		return false
 	}
 	if c, err := r.Cookie(cookieName); err == nil {
 		return subtle.ConstantTimeCompare([]byte(c.Value), []byte(s.session)) == 1
