@@ -260,3 +260,47 @@ func TestConformance_09_MemberRoleBucket(t *testing.T) {
 		}
 	})
 }
+
+// TestConformance_05_PatchMemberNick pins the nick rules. Discord clears a
+// nickname on "" as on null (its own client sends "" to reset:
+// discord/discord-api-docs#3994; discordgo documents "" as reset), so "" is
+// not a 50035 even though spec §6.9's prose says 1–32 characters.
+func TestConformance_05_PatchMemberNick(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, body string
+		status     int
+		want       *string // nick afterwards
+	}{
+		{"set", `{"nick":"ali"}`, 200, strPtr("ali")},
+		{"32 characters", `{"nick":"` + strings.Repeat("n", 32) + `"}`, 200, strPtr(strings.Repeat("n", 32))},
+		{"33 characters", `{"nick":"` + strings.Repeat("n", 33) + `"}`, 400, strPtr("old")},
+		{"not a string", `{"nick":5}`, 400, strPtr("old")},
+		{"null clears", `{"nick":null}`, 200, nil},
+		{"empty string clears", `{"nick":""}`, 200, nil},
+		{"absent keeps", `{}`, 200, strPtr("old")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEmu(t, nil)
+			old := "old"
+			if _, err := e.Admin().EditMember(testCtx(t), tGuild, tAlice, MemberPatch{Nick: &old}); err != nil {
+				t.Fatal(err)
+			}
+			res, body := raw(t, e, "PATCH", "/api/v9/guilds/"+tGuild+"/members/"+tAlice, "Bot "+tToken, "application/json", tc.body, nil)
+			if res.StatusCode != tc.status {
+				t.Fatalf("got %d %s", res.StatusCode, body)
+			}
+			if tc.status == 400 && !strings.Contains(body, `"code":50035`) {
+				t.Fatalf("want 50035: %s", body)
+			}
+			got := mustState(t, e, tGuild).Member(tAlice).Nick
+			if (got == nil) != (tc.want == nil) || (got != nil && *got != *tc.want) {
+				t.Fatalf("nick %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func strPtr(s string) *string { return &s }
