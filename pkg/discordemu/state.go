@@ -99,25 +99,67 @@ func (e *Emulator) afterCommitLocked() {
 	}
 }
 
-func writeFileAtomic(path string, data []byte) error {
+// stateFile is the part of *os.File that writeFileAtomic uses.
+type stateFile interface {
+	Write(p []byte) (int, error)
+	Sync() error
+	Close() error
+	Name() string
+}
+
+// fileOps are the file-system calls of writeFileAtomic (replaceable in tests).
+type fileOps struct {
+	createTemp func(dir, pattern string) (stateFile, error)
+	openDir    func(dir string) (stateFile, error)
+	rename     func(from, to string) error
+	remove     func(path string) error
+}
+
+var osFileOps = fileOps{
+	createTemp: func(dir, pattern string) (stateFile, error) { return os.CreateTemp(dir, pattern) },
+	openDir:    func(dir string) (stateFile, error) { return os.Open(dir) },
+	rename:     os.Rename,
+	remove:     os.Remove,
+}
+
+func writeFileAtomic(path string, data []byte) error { return writeFileAtomicWith(osFileOps, path, data) }
+
+// writeFileAtomicWith writes data to a temp file in path's directory, fsyncs and
+// closes it, renames it over path and fsyncs the directory, so that after a
+// crash path holds either the old or the new state, never a torn or empty file.
+func writeFileAtomicWith(ops fileOps, path string, data []byte) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".discordemu-state-*")
+	f, err := ops.createTemp(dir, ".discordemu-state-*")
 	if err != nil {
-		return fmt.Errorf("create temp state: %w", err)
+		return fmt.Errorf("create temp state in %s: %w", dir, err)
 	}
 	tmp := f.Name()
-	if _, err := f.Write(data); err != nil {
+	fail := func(what string, err error) error {
 		_ = f.Close()
-		_ = os.Remove(tmp)
-		return fmt.Errorf("write temp state: %w", err)
+		_ = ops.remove(tmp)
+		return fmt.Errorf("%s temp state %s: %w", what, tmp, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail("write", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail("sync", err)
 	}
 	if err := f.Close(); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("close temp state: %w", err)
+		_ = ops.remove(tmp)
+		return fmt.Errorf("close temp state %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("rename state: %w", err)
+	if err := ops.rename(tmp, path); err != nil {
+		_ = ops.remove(tmp)
+		return fmt.Errorf("rename state to %s: %w", path, err)
+	}
+	d, err := ops.openDir(dir)
+	if err != nil {
+		return fmt.Errorf("open state dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync state dir %s: %w", dir, err)
 	}
 	return nil
 }
