@@ -297,7 +297,9 @@ func (e *Emulator) finish(w http.ResponseWriter, c *call, res *resp) {
 	if res.body != nil && res.ctype != "" {
 		h.Set("Content-Type", res.ctype)
 	}
-	// Outcome.
+	// Outcome. A fault tag set at stage before by an action that lets the
+	// request continue (stall_body, header mangling) is kept.
+	prevFault := rec.Outcome.Fault
 	rec.Outcome = Outcome{Status: res.status, Code: res.code, RateLimited: res.rateLimited, Global: res.global,
 		Committed: c.committed, Banned: res.banned}
 	if res.scope != "" {
@@ -307,8 +309,16 @@ func (e *Emulator) finish(w http.ResponseWriter, c *call, res *resp) {
 	if res.fault != "" {
 		f := res.fault
 		rec.Outcome.Fault = &f
+	} else {
+		rec.Outcome.Fault = prevFault
 	}
-	if (res.status == 401 || res.status == 403 || res.status == 429) && !res.noInvalid && !res.banned {
+	if a := res.special; a != nil && (a.Type == "drop" || (a.Type == "stall_body" && a.Then == "drop")) {
+		rec.Outcome.Dropped = true
+		if a.Type == "drop" { // the client never saw a status line
+			rec.Outcome.DroppedStatus, rec.Outcome.Status = res.status, 0
+		}
+	}
+	if st := rec.Outcome.Status; (st == 401 || st == 403 || st == 429) && !res.noInvalid && !res.banned {
 		rec.Outcome.InvalidCounted = true
 		if e.lim.countInvalid(c.ip, e.now(), &cfg) {
 			e.log.Warn("discordemu: invalid-request limit reached; IP banned", "ip", c.ip)

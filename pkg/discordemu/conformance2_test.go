@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -835,6 +836,51 @@ func TestFaults_EdgeErrorsCarryNoRateLimitHeaders(t *testing.T) {
 			}
 			if x := tc.action.Headers["X-Extra"]; x != "" && res.Header.Get("X-Extra") != x {
 				t.Fatal("configured header missing")
+			}
+		})
+	}
+}
+
+// TestFaults_DroppedConnectionsRecorded: a dropped connection is recorded as
+// such — status 0 and dropped, with the status it would have had after a
+// commit — never with a status the client did not see.
+func TestFaults_DroppedConnectionsRecorded(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name                    string
+		stage                   string
+		action                  FaultAction
+		status, droppedStatus   int
+		committed, clientStatus bool
+	}{
+		{"drop before", "before", FaultAction{Type: "drop", Mode: "close"}, 0, 0, false, false},
+		{"drop after_commit", "after_commit", FaultAction{Type: "drop", Mode: "reset"}, 0, 204, true, false},
+		{"stall_body then drop", "before", FaultAction{Type: "stall_body", MS: 1, Then: "drop"}, 204, 0, true, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEmu(t, nil)
+			if _, err := e.Admin().AddFault(testCtx(t), FaultRule{Match: FaultMatch{Route: StringList{"member_role_add"}}, Stage: tc.stage, Action: tc.action}); err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequestWithContext(testCtx(t), "PUT", "https://discord.com/api/v9/guilds/"+tGuild+"/members/"+tAlice+"/roles/"+tLow, nil)
+			req.Header.Set("Authorization", "Bot "+tToken)
+			res, err := e.HTTPClient().Do(req)
+			if res != nil {
+				_, _ = io.Copy(io.Discard, res.Body)
+				_ = res.Body.Close()
+			}
+			if tc.clientStatus != (err == nil) {
+				t.Fatalf("client: %v %v", res, err)
+			}
+			recs, werr := e.Recorder().Wait(testCtx(t), RequestFilter{Route: "member_role_add"}, 1)
+			if werr != nil || len(recs) != 1 {
+				t.Fatalf("records %v %v", recs, werr)
+			}
+			o := recs[0].Outcome
+			if !o.Dropped || o.Status != tc.status || o.DroppedStatus != tc.droppedStatus || o.Committed != tc.committed || o.Fault == nil {
+				t.Fatalf("outcome %+v", o)
 			}
 		})
 	}

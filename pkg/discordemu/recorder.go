@@ -67,6 +67,13 @@ type Outcome struct {
 	Fault          *string `json:"fault"`
 	Committed      bool    `json:"committed"`
 	Banned         bool    `json:"banned,omitempty"`
+	// Dropped is true when the connection was closed by a drop fault (no
+	// response; Status is then 0) or by stall_body with then=drop (the status
+	// line went out, the body was cut short; Status is what was sent).
+	Dropped bool `json:"dropped,omitempty"`
+	// DroppedStatus is the status the request would have had when a drop fault
+	// at after_commit replaced its response (0 at stage before).
+	DroppedStatus int `json:"dropped_status,omitempty"`
 }
 
 // Record flags.
