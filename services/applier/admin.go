@@ -246,6 +246,10 @@ func (s *Service) watchStatus(ctx context.Context) {
 			} else {
 				var st Status
 				if json.Unmarshal(e.Value(), &st) == nil {
+					if st.State == StateInSync {
+						// Counted only: keep little per member (big guilds).
+						st.Detail, st.Action, st.Roles = "", "", nil
+					}
 					s.admin.index[e.Key()] = st
 				}
 			}
