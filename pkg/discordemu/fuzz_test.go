@@ -1,6 +1,7 @@
 package discordemu
 
 import (
+	"encoding/json"
 	"net/url"
 	"strings"
 	"testing"
@@ -61,5 +62,33 @@ func FuzzParseFixture(f *testing.F) {
 			}
 		}
 		e.mu.Unlock()
+	})
+}
+
+// FuzzRedactRecord: any body is stored without the value of a secret form field
+// or JSON string, a JSON body stays valid JSON, and nothing panics.
+func FuzzRedactRecord(f *testing.F) {
+	for _, s := range []string{"", "code=abc&state=x", `{"access_token":"abc","nick":"n"}`, `[{"token":"abc"}]`,
+		"client_secret=%zz&code", `{"code":50035}`, "a=1&&=&code=", `{"x":{"refresh_token":"abc"}}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		const secret = "SECRETzzSECRET"
+		for _, b := range []string{body, body + "&code=" + secret} {
+			rec := &Record{BodyRaw: b, ResponseBody: b, Query: url.Values{"code": {secret}}}
+			if json.Valid([]byte(b)) && len(b) > 0 {
+				rec.BodyJSON = json.RawMessage(b)
+			}
+			redactRecord(rec)
+			if rec.BodyJSON != nil && !json.Valid(rec.BodyJSON) {
+				t.Fatalf("body_json no longer valid: %s", rec.BodyJSON)
+			}
+			if rec.BodyJSON == nil && strings.Contains(b, "&code="+secret) && strings.Contains(rec.BodyRaw, secret) && !strings.Contains(body, secret) {
+				t.Fatalf("form secret kept: %q", rec.BodyRaw)
+			}
+			if rec.Query["code"][0] != Redacted {
+				t.Fatal("query secret kept")
+			}
+		}
 	})
 }

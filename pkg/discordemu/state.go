@@ -122,7 +122,9 @@ var osFileOps = fileOps{
 	remove:     os.Remove,
 }
 
-func writeFileAtomic(path string, data []byte) error { return writeFileAtomicWith(osFileOps, path, data) }
+func writeFileAtomic(path string, data []byte) error {
+	return writeFileAtomicWith(osFileOps, path, data)
+}
 
 // writeFileAtomicWith writes data to a temp file in path's directory, fsyncs and
 // closes it, renames it over path and fsyncs the directory, so that after a
