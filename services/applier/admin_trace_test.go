@@ -175,3 +175,34 @@ func TestInvalidWindow_CountsTheLastTenMinutes(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSpanTransport reports the cost of the Discord call span (and its
+// metrics) relative to the bare transport call it wraps.
+func BenchmarkSpanTransport(b *testing.B) {
+	ctx := context.Background()
+	tp, err := telemetry.NewProvider(ctx, "scimcord-applier", telemetry.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	base := fixedTransport{204, ""}
+	st := &spanTransport{base: base, tracer: tp.Tracer("b"), invalid: newInvalidWindow(), stats: newDiscordStats()}
+	req, _ := http.NewRequestWithContext(withTicket(ctx, &Ticket{}), "PUT",
+		"https://discord.com/api/v9/guilds/1100000000000000000/members/1100000000000001001/roles/1100000000000000102", nil)
+	run := func(rt http.RoundTripper, n int) time.Duration {
+		start := time.Now()
+		for range n {
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+		return time.Since(start)
+	}
+	bare := run(base, b.N)
+	b.ResetTimer()
+	traced := run(st, b.N)
+	b.StopTimer()
+	b.ReportMetric(float64(traced)/float64(max(bare, 1)), "traced/bare")
+	b.ReportMetric(float64((traced-bare).Nanoseconds())/float64(b.N), "ns-added/call")
+}
