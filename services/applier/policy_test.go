@@ -2,6 +2,7 @@ package applier
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -58,6 +59,9 @@ func TestDeprovisioningPolicies(t *testing.T) {
 			e.putMember("g-eng", "frank", true)
 			e.putUser("frank", member(6), true)
 			e.waitRoles(member(6), roleEng, roleStaff)
+			// Let the earlier messages finish: a late no-op reconcile would
+			// otherwise overwrite the status below with "no change needed".
+			e.waitIdle(testConfig().Durable)
 			if tc.delete {
 				e.deleteUser("frank", member(6))
 			} else {
@@ -179,4 +183,82 @@ func errFromDetail(detail string) error {
 		return ErrBrakeEngaged
 	}
 	return nil
+}
+
+func TestGuildSettingsOverrideTheGraceAndBrakeDefaults(t *testing.T) {
+	t.Parallel()
+	one, zero := 1, 0
+	tests := []struct {
+		name  string
+		cfg   func(*Config)
+		guild func(*tenants.Guild)
+		// after deactivating members 1 and 2 (policy kick):
+		wantKicked   int // members kicked
+		wantStripped int // members left in the guild without roles
+		wantHeld     int // members held by the brake, roles untouched
+	}{
+		{name: "guild grace_period delays the kick although the applier has none",
+			cfg:   func(c *Config) { c.GracePeriod = 0 },
+			guild: func(g *tenants.Guild) { g.GracePeriod = "1h" }, wantStripped: 2},
+		{name: "guild grace_period 0s kicks at once although the applier has one",
+			cfg:   func(c *Config) { c.GracePeriod = time.Hour },
+			guild: func(g *tenants.Guild) { g.GracePeriod = "0s" }, wantKicked: 2},
+		{name: "guild brake_max_count holds removals beyond it",
+			cfg:   func(c *Config) { c.BrakeMaxCount, c.BrakeMaxShare = 25, 0.1 },
+			guild: func(g *tenants.Guild) { g.BrakeMaxCount = &one }, wantKicked: 1, wantHeld: 1},
+		{name: "guild brake_max_count 0 turns the brake off",
+			cfg:   func(c *Config) { c.BrakeMaxCount, c.BrakeMaxShare = 1, 0 },
+			guild: func(g *tenants.Guild) { g.BrakeMaxCount = &zero }, wantKicked: 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, func(_ *discordemu.Config, g *tenants.Guild) {
+				g.OnDeactivate = tenants.ActionKick
+				tc.guild(g)
+			})
+			cfg := testConfig()
+			cfg.BrakeRecheck = time.Hour // held removals stay held during the test
+			tc.cfg(&cfg)
+			r := e.start(cfg)
+			for i := 1; i <= 2; i++ {
+				e.putUser(fmtUser(i), member(i), true)
+			}
+			for i := 1; i <= 2; i++ {
+				e.waitRoles(member(i), roleStaff)
+			}
+			for i := 1; i <= 2; i++ {
+				e.putUser(fmtUser(i), member(i), false)
+			}
+			count := func() (kicked, stripped, held int) {
+				for i := 1; i <= 2; i++ {
+					switch rs := e.roles(member(i)); {
+					case !e.isMember(member(i)):
+						kicked++
+					case len(rs) == 0:
+						stripped++
+					default:
+						held++
+					}
+				}
+				return
+			}
+			e.eventually("policy applied", 20*time.Second, func() (bool, string) {
+				k, s, h := count()
+				settled := 0
+				for i := 1; i <= 2; i++ {
+					if st, err := r.svc.Status(e.ctx, tenantID, guildID, fmtUser(i)); err == nil &&
+						(st.State == StatePending || st.State == StateInSync) && !st.Time.IsZero() && st.Roles == nil {
+						settled++
+					}
+				}
+				return settled == 2 && k == tc.wantKicked && s == tc.wantStripped && h == tc.wantHeld,
+					fmt.Sprintf("kicked %d, stripped %d, held %d; settled %d", k, s, h, settled)
+			})
+			e.waitIdle(cfg.Durable)
+			if k, s, h := count(); k != tc.wantKicked || s != tc.wantStripped || h != tc.wantHeld {
+				t.Errorf("kicked %d, stripped %d, held %d; want %d, %d, %d", k, s, h, tc.wantKicked, tc.wantStripped, tc.wantHeld)
+			}
+		})
+	}
 }
