@@ -3,7 +3,9 @@ package helm
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -17,25 +19,122 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
+
+	"github.com/scimcord/scimcord/services/mapping"
 )
 
 // components are the three services the chart deploys.
 var components = []string{"ingest", "mapping", "applier"}
 
-// serviceEnv is the contract of the services' cmd mains: every environment
-// variable the chart may set. A typo here would silently fall back to a default.
-var serviceEnv = map[string][]string{
-	"common":  {"NATS_URL", "NATS_CREDS", "SCIMCORD_NATS_REPLICAS", "SCIMCORD_LOG_LEVEL", "SCIMCORD_METRICS_ADDR", "POD_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_SERVICE_NAME", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_INSECURE", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"},
-	"ingest":  {"SCIMCORD_HTTP_ADDR", "SCIMCORD_CONFIG", "SCIMCORD_ADMIN_TOKEN"},
-	"mapping": {"SCIMCORD_GRPC_ADDR", "SCIMCORD_MAPPING"},
-	"applier": {"SCIMCORD_HTTP_ADDR", "SCIMCORD_CONFIG", "SCIMCORD_MAPPING_ADDR", "DISCORD_BOT_TOKEN", "SCIMCORD_DISCORD_GLOBAL_RPS"},
+// The environment contract is read from the services' own cmd mains (see
+// mainEnv): every variable a main reads must be set by the chart, or be listed
+// in optionalEnv with the reason it may stay unset; the chart sets nothing a
+// main does not read. A new, renamed or misspelt variable fails the test.
+
+// sdkEnv are read by the OpenTelemetry SDK itself, not by our code:
+// OTEL_RESOURCE_ATTRIBUTES by resource.Default (pkg/telemetry), the sampler
+// variables by sdktrace.NewTracerProvider.
+var sdkEnv = []string{"OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"}
+
+// chartEnv are the chart's own helpers: POD_NAME only feeds $(POD_NAME) in
+// another variable's value.
+var chartEnv = []string{"POD_NAME"}
+
+// optionalEnv: variables a main reads that the chart may leave unset (the
+// service default applies, or they depend on a value), each with the reason.
+var optionalEnv = map[string]map[string]string{
+	"common": {
+		"NATS_CREDS":                         "only with nats.credentials.existingSecret",
+		"OTEL_EXPORTER_OTLP_ENDPOINT":        "only with observability.otlp.enabled",
+		"OTEL_EXPORTER_OTLP_PROTOCOL":        "only with observability.otlp.enabled",
+		"OTEL_EXPORTER_OTLP_INSECURE":        "only with observability.otlp.enabled",
+		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "the chart sets the generic OTEL_EXPORTER_OTLP_ENDPOINT",
+		"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "the chart sets the generic OTEL_EXPORTER_OTLP_PROTOCOL",
+		"OTEL_TRACES_SAMPLER":                "only with observability.otlp.enabled",
+		"OTEL_TRACES_SAMPLER_ARG":            "only with observability.otlp.samplerArg",
+	},
+	"ingest": {
+		"SCIMCORD_ADMIN_TOKEN":  "only with admin.enabled",
+		"SCIMCORD_MAPPING_ADDR": "read only with the admin API; required with SCIMCORD_ADMIN_TOKEN (checkEnv)",
+	},
+	"applier": {
+		"SCIMCORD_DISCORD_GLOBAL_WINDOW": "service default; applier.extraEnv",
+		"SCIMCORD_GRACE_PERIOD":          "service default (per guild: tenant grace_period); applier.extraEnv",
+		"SCIMCORD_DRIFT_INTERVAL":        "service default; applier.extraEnv",
+		"SCIMCORD_PENDING_JOIN_INTERVAL": "service default; applier.extraEnv",
+		"SCIMCORD_AUTO_CREATE_ROLES":     "service default (off); applier.extraEnv",
+		"SCIMCORD_DRIFT_DRY_RUN":         "service default (off); applier.extraEnv",
+		"SCIMCORD_BRAKE_MAX_COUNT":       "service default (per guild: tenant brake_max_count); applier.extraEnv",
+		"SCIMCORD_BRAKE_MAX_SHARE":       "service default (per guild: tenant brake_max_share); applier.extraEnv",
+		"SCIMCORD_DISCORD_URL":           "development only: sends Discord calls to an emulator",
+	},
 }
 
-// requiredEnv must be set on each component.
-var requiredEnv = map[string][]string{
-	"ingest":  {"NATS_URL", "SCIMCORD_NATS_REPLICAS", "SCIMCORD_CONFIG", "SCIMCORD_HTTP_ADDR", "SCIMCORD_METRICS_ADDR"},
-	"mapping": {"NATS_URL", "SCIMCORD_NATS_REPLICAS", "SCIMCORD_MAPPING", "SCIMCORD_GRPC_ADDR", "SCIMCORD_METRICS_ADDR"},
-	"applier": {"NATS_URL", "SCIMCORD_NATS_REPLICAS", "SCIMCORD_CONFIG", "SCIMCORD_MAPPING_ADDR", "DISCORD_BOT_TOKEN", "SCIMCORD_DISCORD_GLOBAL_RPS", "SCIMCORD_HTTP_ADDR"},
+// envRead matches the ways the cmd mains and pkg/telemetry read a variable:
+// getenv("X"), os.Getenv("X"), env("X", def), lookup(getenv, "X"), intEnv(getenv, "X", def).
+var envRead = regexp.MustCompile(`\b(?:os\.Getenv|os\.LookupEnv|getenv|env|lookup|intEnv)\((?:getenv,\s*)?"([A-Z][A-Z0-9_]*)"`)
+
+// envReadIn returns the variables the non-test Go files of dir read.
+func envReadIn(t *testing.T, dir string) (names []string, callsFromEnv bool) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no Go files in %s (%v)", dir, err)
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range envRead.FindAllStringSubmatch(string(src), -1) {
+			if !slices.Contains(names, m[1]) {
+				names = append(names, m[1])
+			}
+		}
+		callsFromEnv = callsFromEnv || strings.Contains(string(src), "telemetry.FromEnv(")
+	}
+	return names, callsFromEnv
+}
+
+// mainEnv returns every variable the component's cmd main reads, with the
+// OTEL_* variables of pkg/telemetry.FromEnv when the main calls it.
+func mainEnv(t *testing.T, component string) []string {
+	t.Helper()
+	names, fromEnv := envReadIn(t, filepath.Join("..", "..", "services", component, "cmd", component))
+	if fromEnv {
+		tel, _ := envReadIn(t, filepath.Join("..", "..", "pkg", "telemetry"))
+		for _, n := range tel {
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	if len(names) < 5 {
+		t.Fatalf("%s: found only %v in its cmd main: the pattern envRead no longer matches how it reads its environment", component, names)
+	}
+	return names
+}
+
+// TestEnvContractIsCurrent: every optionalEnv entry is still read by its
+// main (a stale or misspelt exception fails).
+func TestEnvContractIsCurrent(t *testing.T) {
+	t.Parallel()
+	for _, c := range components {
+		read := append(mainEnv(t, c), sdkEnv...)
+		for name := range optionalEnv[c] {
+			if !slices.Contains(read, name) {
+				t.Errorf("optionalEnv[%s] lists %s, which the %s main does not read", c, name, c)
+			}
+		}
+		for name := range optionalEnv["common"] {
+			if !slices.Contains(read, name) {
+				t.Errorf("optionalEnv[common] lists %s, which the %s main does not read", name, c)
+			}
+		}
+	}
 }
 
 // TestChart renders every value set once and checks every property on it.
@@ -50,7 +149,9 @@ func TestChart(t *testing.T) {
 			t.Run("runs every container non-root, hardened, with resource requests", func(t *testing.T) { checkHardened(t, m) })
 			t.Run("probes every service container", func(t *testing.T) { checkProbes(t, m) })
 			t.Run("keeps serving traffic until its endpoint is gone", func(t *testing.T) { checkDrain(t, m) })
-			t.Run("sets only the services' documented environment variables", func(t *testing.T) { checkEnv(t, m) })
+			t.Run("sets every variable the services' mains read, and only those", func(t *testing.T) { checkEnv(t, m) })
+			t.Run("listens, exposes and probes on the same port", func(t *testing.T) { checkListenPorts(t, m) })
+			t.Run("points ingest and applier at the mapping Service's gRPC port", func(t *testing.T) { checkMappingAddr(t, m) })
 			t.Run("mounts every file an environment variable points at, secrets from Secrets", func(t *testing.T) { checkFilesMounted(t, m) })
 			t.Run("has a PodDisruptionBudget exactly for services with more than one replica", func(t *testing.T) { checkPDBs(t, m) })
 			t.Run("selects the right pods with its NetworkPolicies", func(t *testing.T) { checkNetworkPolicies(t, m) })
@@ -232,12 +333,11 @@ func checkHardened(t *testing.T, m *manifests) {
 
 func checkProbes(t *testing.T, m *manifests) {
 	want := map[string]struct {
-		port        int
 		live, ready string // HTTP paths; "" means gRPC health
 	}{
-		"ingest":  {8080, "/healthz", "/readyz"},
-		"mapping": {9090, "", ""},
-		"applier": {8081, "/healthz", "/readyz"},
+		"ingest":  {"/healthz", "/readyz"},
+		"mapping": {"", ""},
+		"applier": {"/healthz", "/readyz"},
 	}
 	for _, c := range components {
 		d := m.deployment(c)
@@ -259,6 +359,21 @@ func checkProbes(t *testing.T, m *manifests) {
 			case path == "":
 				if p.GRPC == nil || int(p.GRPC.Port) != containerPort(ctr, "grpc") {
 					t.Errorf("%s: %s probe %+v, want gRPC health on the grpc port", d.Name, name, p.ProbeHandler)
+					continue
+				}
+				// Liveness and startup must not depend on NATS or the rules
+				// (NOT_SERVING until loaded): they ask for the always-SERVING
+				// name; readiness asks for the server ("").
+				svc := ""
+				if p.GRPC.Service != nil {
+					svc = *p.GRPC.Service
+				}
+				wantSvc := mapping.LivenessService
+				if name == "readiness" {
+					wantSvc = ""
+				}
+				if svc != wantSvc {
+					t.Errorf("%s: %s probe asks gRPC health for %q, want %q", d.Name, name, svc, wantSvc)
 				}
 			default:
 				if p.HTTPGet == nil || p.HTTPGet.Path != path || p.HTTPGet.Port.String() != "http" {
@@ -266,8 +381,132 @@ func checkProbes(t *testing.T, m *manifests) {
 				}
 			}
 		}
-		_ = w.port
 	}
+}
+
+// defaultListen is where each service listens when its variable is unset.
+var defaultListen = map[string]string{"SCIMCORD_METRICS_ADDR": ":9464", "ingest SCIMCORD_HTTP_ADDR": ":8080", "applier SCIMCORD_HTTP_ADDR": ":8081", "mapping SCIMCORD_GRPC_ADDR": ":9090"}
+
+// checkListenPorts: the port each service listens on (its *_ADDR variable)
+// is the containerPort of that name, and the probes and Services reach it.
+func checkListenPorts(t *testing.T, m *manifests) {
+	listen := map[string]map[string]string{ // component → port name → variable
+		"ingest":  {"http": "SCIMCORD_HTTP_ADDR", "metrics": "SCIMCORD_METRICS_ADDR"},
+		"mapping": {"grpc": "SCIMCORD_GRPC_ADDR", "metrics": "SCIMCORD_METRICS_ADDR"},
+		"applier": {"http": "SCIMCORD_HTTP_ADDR", "metrics": "SCIMCORD_METRICS_ADDR"},
+	}
+	for _, c := range components {
+		d := m.deployment(c)
+		if d == nil {
+			continue
+		}
+		ctr := d.Spec.Template.Spec.Containers[0]
+		env := map[string]string{}
+		for _, e := range ctr.Env {
+			env[e.Name] = e.Value
+		}
+		ports := map[string]int{} // port name → the port the service listens on
+		for portName, v := range listen[c] {
+			addr, ok := env[v]
+			if !ok {
+				addr = defaultListen[v]
+				if addr == "" {
+					addr = defaultListen[c+" "+v]
+				}
+			}
+			_, ps, err := net.SplitHostPort(addr)
+			n, perr := strconv.Atoi(ps)
+			if err != nil || perr != nil {
+				t.Errorf("%s: %s=%q is not host:port", d.Name, v, addr)
+				continue
+			}
+			ports[portName] = n
+			if cp := containerPort(ctr, portName); cp != n {
+				t.Errorf("%s: listens on %d (%s=%q), but containerPort %q is %d", d.Name, n, v, addr, portName, cp)
+			}
+		}
+		if len(ctr.Ports) != len(listen[c]) {
+			t.Errorf("%s: container ports %v, want exactly %v", d.Name, ctr.Ports, listen[c])
+		}
+		for name, p := range map[string]*corev1.Probe{"liveness": ctr.LivenessProbe, "readiness": ctr.ReadinessProbe, "startup": ctr.StartupProbe} {
+			switch {
+			case p == nil:
+			case p.GRPC != nil:
+				if int(p.GRPC.Port) != ports["grpc"] {
+					t.Errorf("%s: %s probe on port %d, the service listens on %d", d.Name, name, p.GRPC.Port, ports["grpc"])
+				}
+			case p.HTTPGet != nil:
+				got := p.HTTPGet.Port.IntValue()
+				if got == 0 {
+					got = containerPort(ctr, p.HTTPGet.Port.String())
+				}
+				if got != ports["http"] {
+					t.Errorf("%s: %s probe on port %s (%d), the service listens on %d", d.Name, name, p.HTTPGet.Port.String(), got, ports["http"])
+				}
+			}
+		}
+		for _, s := range m.Services {
+			if !labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) {
+				continue
+			}
+			for _, sp := range s.Spec.Ports {
+				got := sp.TargetPort.IntValue()
+				if got == 0 {
+					got = containerPort(ctr, sp.TargetPort.String())
+				}
+				if want, ok := ports[sp.Name]; !ok || got != want {
+					t.Errorf("Service %s port %s reaches %s port %d, the service listens on %v (%s)", s.Name, sp.Name, d.Name, got, want, sp.Name)
+				}
+			}
+		}
+	}
+}
+
+// checkMappingAddr: ingest (with the admin API) and the applier get the same
+// SCIMCORD_MAPPING_ADDR, and it is this release's mapping Service on a port
+// that reaches mapping's gRPC port.
+func checkMappingAddr(t *testing.T, m *manifests) {
+	md := m.deployment("mapping")
+	grpcPort := containerPort(md.Spec.Template.Spec.Containers[0], "grpc")
+	addrs := map[string]string{}
+	for _, c := range []string{"ingest", "applier"} {
+		for _, e := range m.deployment(c).Spec.Template.Spec.Containers[0].Env {
+			if e.Name == "SCIMCORD_MAPPING_ADDR" {
+				addrs[c] = e.Value
+			}
+		}
+	}
+	if a, ok := addrs["ingest"]; ok && a != addrs["applier"] {
+		t.Errorf("ingest's SCIMCORD_MAPPING_ADDR %q differs from the applier's %q", a, addrs["applier"])
+	}
+	host, ps, err := net.SplitHostPort(addrs["applier"])
+	if err != nil {
+		t.Fatalf("applier SCIMCORD_MAPPING_ADDR %q: %v", addrs["applier"], err)
+	}
+	for _, s := range m.Services {
+		if s.Name != host {
+			continue
+		}
+		if !labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(md.Spec.Template.Labels)) {
+			t.Errorf("SCIMCORD_MAPPING_ADDR names Service %s, which does not select the mapping pods", s.Name)
+		}
+		for _, sp := range s.Spec.Ports {
+			if strconv.Itoa(int(sp.Port)) != ps {
+				continue
+			}
+			got := sp.TargetPort.IntValue()
+			if got == 0 {
+				got = containerPort(md.Spec.Template.Spec.Containers[0], sp.TargetPort.String())
+			}
+			if got != grpcPort {
+				t.Errorf("SCIMCORD_MAPPING_ADDR %s reaches mapping port %d, its gRPC port is %d", addrs["applier"], got, grpcPort)
+			}
+			return
+		}
+		t.Errorf("SCIMCORD_MAPPING_ADDR %s: Service %s has no port %s", addrs["applier"], s.Name, ps)
+		return
+	}
+	t.Errorf("SCIMCORD_MAPPING_ADDR %s: no Service %s in the release", addrs["applier"], host)
 }
 
 func containerPort(c corev1.Container, name string) int {
@@ -285,21 +524,35 @@ func checkEnv(t *testing.T, m *manifests) {
 		if d == nil {
 			continue
 		}
-		allowed := append(slices.Clone(serviceEnv["common"]), serviceEnv[c]...)
+		read := mainEnv(t, c)
+		allowed := slices.Concat(read, sdkEnv, chartEnv)
 		set := map[string]bool{}
+		values := ""
 		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
 			if set[e.Name] {
 				t.Errorf("%s: %s set twice", d.Name, e.Name)
 			}
 			set[e.Name] = true
+			values += e.Value + "\n"
 			if !slices.Contains(allowed, e.Name) {
-				t.Errorf("%s: sets %s, which the %s main does not read", d.Name, e.Name, c)
+				t.Errorf("%s: sets %s, which the %s main (services/%s/cmd/%s) does not read", d.Name, e.Name, c, c, c)
 			}
 		}
-		for _, name := range requiredEnv[c] {
-			if !set[name] {
-				t.Errorf("%s: %s is not set", d.Name, name)
+		for _, name := range read {
+			_, optional := optionalEnv[c][name]
+			_, common := optionalEnv["common"][name]
+			if !set[name] && !optional && !common {
+				t.Errorf("%s: the %s main reads %s, but the chart does not set it", d.Name, c, name)
 			}
+		}
+		for _, name := range chartEnv {
+			if set[name] && !strings.Contains(values, "$("+name+")") {
+				t.Errorf("%s: sets %s, but no other variable uses $(%s)", d.Name, name, name)
+			}
+		}
+		// ingest's admin API needs mapping for explain and rules apply.
+		if c == "ingest" && set["SCIMCORD_ADMIN_TOKEN"] && !set["SCIMCORD_MAPPING_ADDR"] {
+			t.Errorf("%s: the admin API is on (SCIMCORD_ADMIN_TOKEN) without SCIMCORD_MAPPING_ADDR: explain and rules apply answer 503", d.Name)
 		}
 	}
 }
@@ -441,6 +694,12 @@ func checkNetworkPolicies(t *testing.T, m *manifests) {
 				t.Errorf("%s: egress ports %v lack %s", np.Name, eg, p)
 			}
 		}
+		if c == "ingest" || c == "applier" {
+			mctr := m.deployment("mapping").Spec.Template.Spec.Containers[0]
+			if !egressAdmits(t, np, containerPort(mctr, "grpc"), "grpc", podLabels["mapping"]) {
+				t.Errorf("%s: no egress to the mapping pods on their gRPC port %d", np.Name, containerPort(mctr, "grpc"))
+			}
+		}
 		if got := slices.Contains(eg, "443"); got != (c == "applier") {
 			t.Errorf("%s: egress to 443 (Discord) is %v, want it only for the applier", np.Name, got)
 		}
@@ -481,6 +740,22 @@ func checkNetworkPolicies(t *testing.T, m *manifests) {
 			}
 		}
 	}
+}
+
+// egressAdmits reports whether an egress rule of np lets a pod of this release
+// reach a pod with podLabels on the given port (by number or by name).
+func egressAdmits(t *testing.T, np *networkingv1.NetworkPolicy, port int, portName string, podLabels map[string]string) bool {
+	t.Helper()
+	for _, r := range np.Spec.Egress {
+		onPort := len(r.Ports) == 0
+		for _, p := range r.Ports {
+			onPort = onPort || p.Port == nil || p.Port.IntValue() == port || p.Port.String() == portName
+		}
+		if onPort && peerAdmits(t, r.To, podLabels) {
+			return true
+		}
+	}
+	return false
 }
 
 // externalOn reports whether np admits traffic from outside the namespace on
@@ -921,5 +1196,82 @@ func checkDrain(t *testing.T, m *manifests) {
 		if s := d.Spec.Strategy.RollingUpdate; s == nil || s.MaxUnavailable == nil || s.MaxUnavailable.IntValue() != 0 {
 			t.Errorf("%s: a rollout may take pods away before their replacements are ready", d.Name)
 		}
+	}
+}
+
+// TestShortAdminTokenFails: ingest refuses an admin token under 16
+// characters and would crash-loop, so the chart refuses it first — in the
+// schema, and in the template guard for renders that skip the schema.
+func TestShortAdminTokenFails(t *testing.T) {
+	t.Parallel()
+	values := "admin:\n  enabled: true\n  token: fifteen-chars-x\n"
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"the schema refuses it", nil, "/admin/token"},
+		{"the template guard refuses it without the schema", []string{"--skip-schema-validation"}, "admin.token must be at least 16 characters"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := helmTemplate(t, append([]string{"-f", writeValues(t, values)}, tc.args...)...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("render error %v, want one naming %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "fifteen-chars-x") {
+				t.Errorf("the error echoes the token: %v", err)
+			}
+		})
+	}
+	t.Run("16 characters are enough", func(t *testing.T) {
+		t.Parallel()
+		render(t, "-f", writeValues(t, "admin:\n  enabled: true\n  token: sixteen-chars-xx\n"))
+	})
+}
+
+// TestNodeLocalDNS: with networkPolicy.dns.nodeLocalDNS on, every pod may
+// also send DNS to the node-local cache's address (a hostNetwork pod that no
+// podSelector matches); off (the default), only to the kube-dns pods.
+func TestNodeLocalDNS(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want bool
+	}{
+		{"off by default", nil, false},
+		{"on", []string{"--set", "networkPolicy.dns.nodeLocalDNS.enabled=true"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			m := render(t, tc.args...)
+			if len(m.NetworkPolicies) != len(components) {
+				t.Fatalf("%d NetworkPolicies, want %d", len(m.NetworkPolicies), len(components))
+			}
+			for _, np := range m.NetworkPolicies {
+				var cache, kubeDNS bool
+				for _, r := range np.Spec.Egress {
+					udp, tcp := false, false
+					for _, p := range r.Ports {
+						if p.Port.IntValue() == 53 {
+							udp = udp || p.Protocol == nil || *p.Protocol == corev1.ProtocolUDP
+							tcp = tcp || (p.Protocol != nil && *p.Protocol == corev1.ProtocolTCP)
+						}
+					}
+					if !udp || !tcp {
+						continue
+					}
+					for _, peer := range r.To {
+						cache = cache || (peer.IPBlock != nil && peer.IPBlock.CIDR == "169.254.20.10/32")
+						kubeDNS = kubeDNS || (peer.PodSelector != nil && peer.PodSelector.MatchLabels["k8s-app"] == "kube-dns")
+					}
+				}
+				if cache != tc.want || !kubeDNS {
+					t.Errorf("%s: DNS (UDP+TCP 53) to 169.254.20.10 %v (want %v), to kube-dns %v (want true)", np.Name, cache, tc.want, kubeDNS)
+				}
+			}
+		})
 	}
 }

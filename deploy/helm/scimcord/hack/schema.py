@@ -104,7 +104,10 @@ schema = {
             }, required=["id", "token_sha256"])},
         }),
         "discord": obj({"existingSecret": k8sname, "key": s(minLength=1), "botToken": s(), "globalRps": i(minimum=1, maximum=50)}),
-        "admin": obj({"enabled": b(), "existingSecret": k8sname, "key": s(minLength=1), "token": s()}),
+        "admin": obj({"enabled": b(), "existingSecret": k8sname, "key": s(minLength=1),
+                      # ingest refuses an admin token shorter than 16 characters (services/ingest/admin)
+                      "token": {"type": "string", "anyOf": [{"maxLength": 0}, {"minLength": 16}],
+                                "description": "empty, or at least 16 characters"}}),
         "rules": obj({"existingConfigMap": k8sname, "key": s(minLength=1), "content": {"type": ["object", "string", "null"]}}),
         "observability": obj({
             "logLevel": s(enum=["debug", "info", "warn", "error"]),
@@ -127,7 +130,7 @@ schema = {
                           "paths": {"type": "array", "items": s(pattern="^/"), "minItems": 1}, "annotations": strmap}),
         "networkPolicy": obj({
             "enabled": b(), "ingestFrom": peers, "metricsFrom": peers,
-            "dns": obj({"to": peers}),
+            "dns": obj({"to": peers, "nodeLocalDNS": obj({"enabled": b(), "cidrs": {"type": "array", "items": s(pattern="^[0-9a-fA-F.:]+/[0-9]{1,3}$"), "minItems": 1}})}),
             "nats": obj({"to": peers, "ports": ports}),
             "otlp": obj({"to": peers, "ports": ports}),
             "discord": obj({"to": peers}),

@@ -99,6 +99,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/* Address of the mapping service (SCIMCORD_MAPPING_ADDR of applier and ingest): applier.mappingAddr, else this release's mapping Service. */}}
+{{- define "scimcord.mappingAddr" -}}
+{{- .Values.applier.mappingAddr | default (printf "%s-mapping:%v" (include "scimcord.fullname" .) .Values.mapping.service.port) -}}
+{{- end -}}
+
 {{/* Effective replicas of a component: (dict "ctx" $ "component" "ingest"). */}}
 {{- define "scimcord.replicas" -}}
 {{- $svc := index .ctx.Values .component -}}
@@ -280,6 +285,9 @@ annotations:
 {{- end -}}
 {{- if and $v.admin.enabled (not $v.admin.existingSecret) (not $v.admin.token) -}}
 {{- fail "admin.enabled needs admin.existingSecret or admin.token" -}}
+{{- end -}}
+{{- if and $v.admin.token (lt (len $v.admin.token) 16) -}}
+{{- fail "admin.token must be at least 16 characters (ingest refuses a shorter one and would not start); make one with: openssl rand -base64 32" -}}
 {{- end -}}
 {{- if and $v.rules.existingConfigMap (not (empty $v.rules.content)) -}}
 {{- fail "rules: set either rules.existingConfigMap or rules.content, not both" -}}
