@@ -723,6 +723,7 @@ func TestConformance_03_RoleReorderPartial(t *testing.T) {
 		{"down to bottom", `[{"id":"` + tMid + `","position":1}]`, []string{tMid, tLow, tBooster, tBotRole, tHigh}},
 		{"same position is a no-op", `[{"id":"` + tMid + `","position":3}]`, []string{tLow, tBooster, tMid, tBotRole, tHigh}},
 		{"two roles, listed order irrelevant", `[{"id":"` + tMid + `","position":1},{"id":"` + tLow + `","position":3}]`, []string{tMid, tBooster, tLow, tBotRole, tHigh}},
+		{"same slot, old order kept", `[{"id":"` + tMid + `","position":1},{"id":"` + tLow + `","position":1}]`, []string{tLow, tMid, tBooster, tBotRole, tHigh}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -739,6 +740,25 @@ func TestConformance_03_RoleReorderPartial(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestConformance_03_RoleReorderCollisionCannotPushTheBot: two roles asking for
+// the slot just below the bot would push one of them over the bot's role;
+// that is 403 50013 and nothing moves.
+func TestConformance_03_RoleReorderCollisionCannotPushTheBot(t *testing.T) {
+	t.Parallel()
+	e := newTestEmu(t, nil)
+	res, body := raw(t, e, "PATCH", "/api/v9/guilds/"+tGuild+"/roles", "Bot "+tToken, "application/json",
+		`[{"id":"`+tLow+`","position":3},{"id":"`+tBooster+`","position":3}]`, nil)
+	if res.StatusCode != 403 || !strings.Contains(body, `"code":50013`) {
+		t.Fatalf("got %d %s", res.StatusCode, body)
+	}
+	st := mustState(t, e, tGuild)
+	for i, id := range []string{tLow, tBooster, tMid, tBotRole, tHigh} {
+		if st.Role(id).Position != i+1 {
+			t.Fatalf("role %s moved to %d", id, st.Role(id).Position)
+		}
 	}
 }
 

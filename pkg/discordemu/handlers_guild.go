@@ -366,6 +366,15 @@ func hRolePositions(c *call) *resp {
 		}
 	}
 	newOrder := reorderRoles(g.nonEveryone(), pin)
+	if !isOwner {
+		// Collisions may shift roles nobody listed: every role that changes
+		// position must stay below the bot's highest role, before and after.
+		for i, r := range newOrder {
+			if i+1 != r.Position && (r.Position >= botHigh || i+1 >= botHigh) {
+				return errMissingPerms()
+			}
+		}
+	}
 	before := map[string]int{}
 	for _, r := range newOrder {
 		before[r.ID] = r.Position
