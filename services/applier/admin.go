@@ -120,6 +120,20 @@ type adminState struct {
 	index   map[string]Status        // sync_status key → status (kept by watchStatus)
 	synced  bool
 	reports jetstream.KeyValue // adminReportsBucket (nil until serveAdmin opened it)
+	outcome map[State]int64    // applies by resulting sync state (this replica)
+}
+
+// applied counts one apply by the sync state it ended in.
+func (a *adminState) applied(st State) {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	if a.outcome == nil {
+		a.outcome = map[State]int64{}
+	}
+	a.outcome[st]++
+	a.mu.Unlock()
 }
 
 func (a *adminState) noteRepair(rep RepairReport, err error) {

@@ -27,6 +27,13 @@ func (s *Service) writeAdminMetrics(ctx context.Context, w io.Writer) {
 	for _, k := range keys {
 		fmt.Fprintf(w, "scimcord_applier_members{tenant=%q,guild=%q,status=%q} %d\n", k[0], k[1], k[2], counts[k])
 	}
+	fmt.Fprintln(w, "# HELP scimcord_applier_applies_total Applies (reconciles that recorded a status) by outcome, the sync status they ended in.")
+	fmt.Fprintln(w, "# TYPE scimcord_applier_applies_total counter")
+	s.admin.mu.Lock()
+	for _, st := range []State{StateInSync, StatePending, StateRetrying, StateFailed, StatePendingLink, StatePendingJoin} {
+		fmt.Fprintf(w, "scimcord_applier_applies_total{outcome=%q} %d\n", st, s.admin.outcome[st])
+	}
+	s.admin.mu.Unlock()
 	if c, err := s.deps.JS.Consumer(ctx, eventbus.ResourceStream, s.cfg.Durable); err == nil {
 		if info, err := c.Info(ctx); err == nil {
 			fmt.Fprintln(w, "# HELP scimcord_applier_consumer_pending Records not yet delivered to the consumer (lag).")

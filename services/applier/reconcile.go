@@ -646,5 +646,6 @@ func (s *Service) putStatus(ctx context.Context, st Status) error {
 		s.log.WarnContext(ctx, "cannot write sync status", "tenant", st.Tenant, "guild", st.Guild, "user", st.User, "error", err)
 		return err
 	}
+	s.admin.applied(st.State)
 	return nil
 }

@@ -57,6 +57,7 @@ func TestMetrics_EveryNameTheAlertsAndDashboardUse(t *testing.T) {
 		`scimcord_applier_ratelimit_wait_seconds_count`,
 		`scimcord_applier_discord_429_total{scope="global"} 0`,
 		`scimcord_ingest_request_duration_seconds_count`,
+		`scimcord_applier_applies_total{outcome="failed"} 1`,
 	} {
 		if !strings.Contains(scrape, want) {
 			t.Errorf("scrape lacks %s", want)
