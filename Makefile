@@ -13,6 +13,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 MODULES := ./pkg/... ./services/ingest/... ./services/mapping/... ./services/applier/... ./services/scimcord/...
 
 include deploy/helm/helm.mk
+include deploy/dev/tools.mk
 
 .PHONY: help
 help: ## list the targets
@@ -24,7 +25,7 @@ run: ## run the whole system in one process (embedded NATS, the three services, 
 	./bin/scimcord
 
 .PHONY: test
-test: lint checkgenerate chart gotest ## everything CI runs: lint, generated code fresh, chart, all Go tests
+test: lint checkgenerate chart browser gotest ## everything CI runs: lint, generated code fresh, chart, all Go tests
 
 .PHONY: gotest
 gotest: ## the Go tests of every module (unit, integration, end-to-end, IdP cases, conformance suites)
