@@ -62,7 +62,7 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	rw := &statusWriter{ResponseWriter: w}
 	req := &request{w: rw, r: r, ctx: ctx}
 	start := time.Now()
-	s.serveSCIM(req)
+	s.serveSCIMRecovered(req, rw)
 	s.metrics.request(r.Method, s.resourceLabel(r.URL.Path), rw.status, time.Since(start))
 	span.SetAttributes(attribute.Int("http.response.status_code", rw.status))
 	if rw.status >= 500 {

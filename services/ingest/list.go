@@ -97,7 +97,7 @@ func (s *Service) list(q *request, k resourceKind, lq listQuery) (map[string]any
 	si := max(lq.startIndex, 1)
 	cnt := min(max(lq.count, 0), s.cfg.MaxResults)
 	res := []any{}
-	for i := si - 1; i < total && len(res) < cnt; i++ {
+	for i := si - 1; i >= 0 && i < total && len(res) < cnt; i++ {
 		res = append(res, lq.proj.apply(k, render(cands[i])))
 	}
 	return map[string]any{

@@ -312,14 +312,16 @@ func (s *Service) parseListQuery(q url.Values) (listQuery, error) {
 		if err != nil {
 			return lq, badRequest(scimInvalidValue, "startIndex must be an integer")
 		}
-		lq.startIndex = n
+		lq.startIndex = max(n, 1) // below 1 is 1 (RFC 7644 §3.4.2.4)
 	}
 	if v := q.Get("count"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
 			return lq, badRequest(scimInvalidValue, "count must be an integer")
 		}
-		lq.count = n
+		// Capped here, for every list endpoint (RFC 7644 §3.4.2.4 allows
+		// fewer): page arithmetic never sees a count near MaxInt.
+		lq.count = min(max(n, 0), s.cfg.MaxResults)
 	}
 	so := strings.ToLower(q.Get("sortOrder"))
 	if so != "" && so != "ascending" && so != "descending" {
@@ -414,8 +416,9 @@ func page(all []any, lq listQuery, total int) map[string]any {
 	si := max(lq.startIndex, 1)
 	cnt := max(lq.count, 0)
 	var res []any
-	if si-1 < len(all) {
-		res = all[si-1 : min(len(all), si-1+cnt)]
+	if from := si - 1; from < len(all) {
+		// Overflow-safe: cnt is compared with what is left, never added.
+		res = all[from : from+min(cnt, len(all)-from)]
 	}
 	if res == nil {
 		res = []any{}
