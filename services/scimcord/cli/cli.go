@@ -1,7 +1,7 @@
 // Package cli is the operator side of the scimcord binary: subcommands that
 // talk to a running instance's admin API (/admin/api/v1/ on ingest) and
 // print tables, or the API's JSON with -o json (fields in
-// README-observability.md).
+// README.md, "The operator CLI").
 package cli
 
 import (
