@@ -808,6 +808,8 @@ func checkGlobalRPS(t *testing.T, m *manifests, vs valueSet) {
 	}
 	if s := d.Spec.Strategy.RollingUpdate; s == nil || s.MaxSurge == nil || s.MaxSurge.IntValue() != 0 {
 		t.Errorf("applier rollout may surge above %v replicas and exceed the split limit", n)
+	} else if s.MaxUnavailable == nil || s.MaxUnavailable.IntValue() < 1 {
+		t.Errorf("applier rollout has maxSurge 0 and maxUnavailable %v: it can never replace a pod", s.MaxUnavailable)
 	}
 }
 

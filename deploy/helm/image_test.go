@@ -79,3 +79,24 @@ func TestImageBuildsEachServiceAlone(t *testing.T) {
 		})
 	}
 }
+
+// TestReadmeNamesLocalImageTag: the chart's README tells how to install the
+// images `make image` builds, with the tag it gives them (IMAGE_TAG in helm.mk).
+func TestReadmeNamesLocalImageTag(t *testing.T) {
+	t.Parallel()
+	mk, err := os.ReadFile("helm.mk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^IMAGE_TAG\s*\?=\s*(\S+)`).FindSubmatch(mk)
+	if m == nil {
+		t.Fatal("helm.mk: no IMAGE_TAG default")
+	}
+	readme, err := os.ReadFile(filepath.Join(chartDir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^\s+tag: ` + regexp.QuoteMeta(string(m[1])) + `\b`).Match(readme) {
+		t.Errorf("README.md: no `image.tag: %s` example for the images `make image` builds (IMAGE_TAG default)", m[1])
+	}
+}
