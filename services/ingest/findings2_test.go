@@ -78,3 +78,52 @@ func TestHandlerPanicIsA500SCIMError(t *testing.T) {
 		t.Fatalf("after the panic: %d %s", r.status, r.raw)
 	}
 }
+
+// memberIDsOf returns the member ids of a group, as GET renders them.
+func (e *env) memberIDsOf(gid string) map[string]bool {
+	e.t.Helper()
+	r := e.do("GET", "/Groups/"+gid, nil)
+	if r.status != 200 {
+		e.t.Fatalf("GET group: %d %s", r.status, r.raw)
+	}
+	out := map[string]bool{}
+	for _, m := range asAnyList(r.body["members"]) {
+		out[m.(map[string]any)["value"].(string)] = true
+	}
+	return out
+}
+
+// TestMemberSubAttributePathsNeverRemoveMembers: PATCH on members.display
+// or members[value eq "x"].display is 400 mutability and leaves the
+// memberships alone (finding 2).
+func TestMemberSubAttributePathsNeverRemoveMembers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	u1 := e.mustCreateUser("sub1@example.com")
+	u2 := e.mustCreateUser("sub2@example.com")
+	gid := e.do("POST", "/Groups", map[string]any{"displayName": "Sub", "members": []any{map[string]any{"value": u1}, map[string]any{"value": u2}}}).str("id")
+	cases := []map[string]any{
+		{"op": "remove", "path": "members.display"},
+		{"op": "remove", "path": "members.value"},
+		{"op": "remove", "path": `members[value eq "` + u1 + `"].display`},
+		{"op": "remove", "path": `members[value eq "` + u1 + `"].value`},
+		{"op": "replace", "path": `members[value eq "` + u1 + `"].display`, "value": "x"},
+		{"op": "add", "path": "members.display", "value": "x"},
+	}
+	for _, op := range cases {
+		r := e.do("PATCH", "/Groups/"+gid, patchBody(op))
+		if r.status != 400 || r.str("scimType") != "mutability" {
+			t.Errorf("%v: %d %s, want 400 mutability", op, r.status, r.raw)
+		}
+		if got := e.memberIDsOf(gid); !got[u1] || !got[u2] || len(got) != 2 {
+			t.Fatalf("%v: members now %v", op, got)
+		}
+	}
+	// Removing the member itself still works.
+	if r := e.do("PATCH", "/Groups/"+gid, patchBody(map[string]any{"op": "remove", "path": `members[value eq "` + u1 + `"]`})); r.status != 204 {
+		t.Fatalf("remove member: %d %s", r.status, r.raw)
+	}
+	if got := e.memberIDsOf(gid); got[u1] || !got[u2] {
+		t.Fatalf("after remove: %v", got)
+	}
+}

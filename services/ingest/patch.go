@@ -415,8 +415,14 @@ func applyGroupPatch(doc map[string]any, ops []patchOp, members func() map[strin
 				}
 				continue
 			}
-			if pp.sub != nil && o.Op != "remove" {
-				continue // members[…].display and the like: read-only sub-attributes
+			if pp.sub != nil {
+				// members.display, members[value eq "x"].type, …: a member's
+				// value, $ref and type are immutable and its display is
+				// read-only (RFC 7643 §4.2), so no operation on a
+				// sub-attribute path may change — or remove — a membership
+				// (RFC 7644 §3.5.2: 400 mutability). A member is removed
+				// with `members[value eq "id"]` or a value array.
+				return nil, badRequest(scimMutability, "members.%s cannot be changed by PATCH; %s the member itself with path members or members[value eq \"<id>\"]", pp.sub.Name, o.Op)
 			}
 			if delta == nil {
 				delta = &memberDelta{set: map[string]bool{}}
