@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/scimcord/scimcord/services/ingest"
@@ -125,5 +126,64 @@ func TestMemberSubAttributePathsNeverRemoveMembers(t *testing.T) {
 	}
 	if got := e.memberIDsOf(gid); got[u1] || !got[u2] {
 		t.Fatalf("after remove: %v", got)
+	}
+}
+
+// TestUserVersionFollowsItsGroups: a user's ETag and meta.lastModified
+// change when its groups change (member added or removed, group renamed),
+// so If-None-Match never answers 304 for a changed representation
+// (finding 3).
+func TestUserVersionFollowsItsGroups(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	uid := e.mustCreateUser("ver@example.com")
+	gid := e.do("POST", "/Groups", map[string]any{"displayName": "Ver"}).str("id")
+	get := func() (string, string, resp) {
+		t.Helper()
+		r := e.do("GET", "/Users/"+uid, nil)
+		meta, _ := r.body["meta"].(map[string]any)
+		v, _ := meta["version"].(string)
+		lm, _ := meta["lastModified"].(string)
+		if r.status != 200 || v == "" || lm == "" || r.header.Get("ETag") != v {
+			t.Fatalf("GET user: %d ETag %q %s", r.status, r.header.Get("ETag"), r.raw)
+		}
+		return v, lm, r
+	}
+	changes := []struct {
+		name  string
+		patch map[string]any
+	}{
+		{"member added", patchBody(map[string]any{"op": "add", "path": "members", "value": []any{map[string]any{"value": uid}}})},
+		{"group renamed", patchBody(map[string]any{"op": "replace", "path": "displayName", "value": "Ver renamed"})},
+		{"member removed", patchBody(map[string]any{"op": "remove", "path": `members[value eq "` + uid + `"]`})},
+	}
+	for _, c := range changes {
+		v0, lm0, _ := get()
+		if r := e.do("PATCH", "/Groups/"+gid, c.patch); r.status != 204 {
+			t.Fatalf("%s: %d %s", c.name, r.status, r.raw)
+		}
+		v1, lm1, r := get()
+		if v1 == v0 || lm1 <= lm0 {
+			t.Errorf("%s: version %s → %s, lastModified %s → %s", c.name, v0, v1, lm0, lm1)
+		}
+		if c.name == "group renamed" && !strings.Contains(string(r.raw), "Ver renamed") {
+			t.Errorf("%s: groups not renamed: %s", c.name, r.raw)
+		}
+		if r := e.doOn(0, tokenA, "GET", "/Users/"+uid, nil, map[string]string{"If-None-Match": v0}); r.status != 200 {
+			t.Errorf("%s: If-None-Match of the old version: %d", c.name, r.status)
+		}
+		if r := e.doOn(0, tokenA, "GET", "/Users/"+uid, nil, map[string]string{"If-None-Match": v1}); r.status != 304 {
+			t.Errorf("%s: If-None-Match of the current version: %d", c.name, r.status)
+		}
+		// If-Match compares with the same version.
+		upd := patchBody(map[string]any{"op": "replace", "path": "title", "value": c.name})
+		if r := e.doOn(0, tokenA, "PATCH", "/Users/"+uid, upd, map[string]string{"If-Match": v0}); r.status != 412 {
+			t.Errorf("%s: If-Match of the old version: %d %s", c.name, r.status, r.raw)
+		}
+		if r := e.doOn(0, tokenA, "PATCH", "/Users/"+uid, upd, map[string]string{"If-Match": v1}); r.status != 204 {
+			t.Errorf("%s: If-Match of the current version: %d %s", c.name, r.status, r.raw)
+		} else if v2, _, _ := get(); r.header.Get("ETag") != v2 {
+			t.Errorf("%s: PATCH ETag %s, GET %s", c.name, r.header.Get("ETag"), v2)
+		}
 	}
 }

@@ -445,7 +445,8 @@ func (s *Service) render(tenant string, k resourceKind, id, base string, withMem
 		if u == nil {
 			return nil, 0, false
 		}
-		return s.renderUser(tenant, u, base), u.rev, true
+		doc := s.renderUser(tenant, u, base)
+		return doc, parseETag(getMeta(doc, "version")), true
 	}
 	g := s.groupView(tenant, id)
 	if g == nil {
@@ -515,7 +516,7 @@ func (s *Service) handlePatch(q *request, k resourceKind, id string) {
 	if mode == "204" && !qs.Has("attributes") && !qs.Has("excludedAttributes") {
 		// No rendering: a PATCH of a 100,000-member group stays O(change).
 		if user != nil {
-			q.w.Header().Set("ETag", etag(user.rev))
+			q.w.Header().Set("ETag", etag(s.userETag(q.tenant.ID, user)))
 		} else {
 			q.w.Header().Set("ETag", etag(s.groupETag(q.tenant.ID, group)))
 		}

@@ -10,6 +10,17 @@ import (
 	"time"
 )
 
+// userETag is the revision of a user's ETag (see tenantView.userVersion).
+func (s *Service) userETag(tenant string, u *userRec) uint64 {
+	s.view.mu.RLock()
+	defer s.view.mu.RUnlock()
+	if t := s.view.tenant(tenant); t != nil {
+		rev, _ := t.userVersion(u)
+		return rev
+	}
+	return u.rev
+}
+
 func parseETag(v any) uint64 {
 	s, _ := v.(string)
 	n, _ := strconv.ParseUint(strings.Trim(strings.TrimPrefix(s, "W/"), `"`), 10, 64)
@@ -29,10 +40,11 @@ func (s *Service) renderUser(tenant string, u *userRec, base string) map[string]
 		doc["meta"] = meta
 	}
 	meta["location"] = base + "/Users/" + u.id
-	meta["version"] = etag(u.rev)
 	s.view.mu.RLock()
 	var groups []any
+	rev, modified := u.rev, u.modified
 	if t := s.view.tenant(tenant); t != nil {
+		rev, modified = t.userVersion(u)
 		for gid := range t.userGroups[u.id] {
 			if g := t.groups[gid]; g != nil {
 				groups = append(groups, map[string]any{"value": gid, "display": g.displayName, "$ref": base + "/Groups/" + gid, "type": "direct"})
@@ -40,6 +52,10 @@ func (s *Service) renderUser(tenant string, u *userRec, base string) map[string]
 		}
 	}
 	s.view.mu.RUnlock()
+	meta["version"] = etag(rev)
+	if !modified.IsZero() {
+		meta["lastModified"] = formatTime(modified)
+	}
 	if len(groups) > 0 {
 		slices.SortFunc(groups, func(a, b any) int {
 			return strings.Compare(a.(map[string]any)["value"].(string), b.(map[string]any)["value"].(string))

@@ -208,7 +208,7 @@ func (s *Service) updateUser(ctx context.Context, tenant, id string, ifMatch str
 		if err != nil {
 			return nil, err
 		}
-		if ifMatch != "" && !etagMatches(ifMatch, cur.rev) {
+		if ifMatch != "" && !etagMatches(ifMatch, s.userETag(tenant, cur)) {
 			return nil, errPreconditionFailed
 		}
 		curDoc, err := decodeObject(cur.raw)
@@ -308,7 +308,7 @@ func (s *Service) deleteUser(ctx context.Context, tenant, id, ifMatch string) er
 		if err != nil {
 			return err
 		}
-		if ifMatch != "" && !etagMatches(ifMatch, cur.rev) {
+		if ifMatch != "" && !etagMatches(ifMatch, s.userETag(tenant, cur)) {
 			return errPreconditionFailed
 		}
 		s.view.mu.RLock()

@@ -32,8 +32,9 @@ type userRec struct {
 type groupRec struct {
 	id, displayName, externalID string
 	raw                         []byte
-	rev                         uint64 // the group record's own revision (CAS)
-	etagRev                     uint64 // max of rev and its membership records' revisions
+	rev                         uint64    // the group record's own revision (CAS)
+	attrModified                time.Time // lastModified of the group record itself (not its memberships)
+	etagRev                     uint64    // max of rev and its membership records' revisions
 	version                     uint64
 	created, modified           time.Time
 }
@@ -52,6 +53,11 @@ type tenantView struct {
 	memberRev     map[string]uint64              // "group/user" → revision of the membership record
 	memberDisplay map[string]string              // "group/user" → display the IdP sent, if any
 	deleted       map[string]struct{}            // ids of deleted users and groups
+	// userMemberRev / userMemberMod: the newest membership record (open or
+	// closed) naming the user, and its time — part of the user's ETag and
+	// lastModified, because a user renders its groups.
+	userMemberRev map[string]uint64
+	userMemberMod map[string]time.Time
 }
 
 func newTenantView() *tenantView {
@@ -61,6 +67,7 @@ func newTenantView() *tenantView {
 		groupByName: map[string]string{}, groupByExt: map[string]map[string]struct{}{},
 		members: map[string]map[string]struct{}{}, userGroups: map[string]map[string]struct{}{},
 		memberRev: map[string]uint64{}, memberDisplay: map[string]string{}, deleted: map[string]struct{}{},
+		userMemberRev: map[string]uint64{}, userMemberMod: map[string]time.Time{},
 	}
 }
 
@@ -180,6 +187,8 @@ func (t *tenantView) applyUser(ev *eventv1.Event, u *eventv1.User, rev uint64) {
 	}
 	if u.GetDeleted() || ev.GetOp() == eventv1.Operation_OPERATION_DELETE {
 		delete(t.users, u.GetId())
+		delete(t.userMemberRev, u.GetId())
+		delete(t.userMemberMod, u.GetId())
 		t.deleted[u.GetId()] = struct{}{}
 		return
 	}
@@ -219,6 +228,7 @@ func (t *tenantView) applyGroup(ev *eventv1.Event, g *eventv1.Group, rev uint64)
 	rec := &groupRec{
 		id: g.GetId(), displayName: g.GetDisplayName(), externalID: g.GetExternalId(), raw: ev.GetSnapshot(),
 		rev: rev, etagRev: rev, version: ev.GetVersion(), created: sm.Meta.Created, modified: sm.Meta.LastModified,
+		attrModified: sm.Meta.LastModified,
 	}
 	if old != nil {
 		rec.etagRev = max(rev, old.etagRev)
@@ -239,6 +249,12 @@ func (t *tenantView) applyMembership(ev *eventv1.Event, m *eventv1.Membership, r
 		return
 	}
 	t.memberRev[k] = rev
+	if uid := m.GetUserId(); rev > t.userMemberRev[uid] {
+		t.userMemberRev[uid] = rev
+		if ts := ev.GetTime(); ts != nil && ts.AsTime().After(t.userMemberMod[uid]) {
+			t.userMemberMod[uid] = ts.AsTime()
+		}
+	}
 	if m.GetMember() {
 		addIdx(t.members, m.GetGroupId(), m.GetUserId())
 		addIdx(t.userGroups, m.GetUserId(), m.GetGroupId())
@@ -263,6 +279,27 @@ func (t *tenantView) applyMembership(ev *eventv1.Event, m *eventv1.Membership, r
 		}
 		t.groups[m.GetGroupId()] = &ng
 	}
+}
+
+// userVersion is a user's ETag revision and lastModified: the newest of
+// its own record, the membership records naming it (a membership added or
+// closed changes its groups), and the records of its current groups (a
+// rename changes groups[].display). The caller holds the view lock.
+func (t *tenantView) userVersion(u *userRec) (uint64, time.Time) {
+	rev, mod := u.rev, u.modified
+	rev = max(rev, t.userMemberRev[u.id])
+	if m := t.userMemberMod[u.id]; m.After(mod) {
+		mod = m
+	}
+	for gid := range t.userGroups[u.id] {
+		if g := t.groups[gid]; g != nil {
+			rev = max(rev, g.rev)
+			if g.attrModified.After(mod) {
+				mod = g.attrModified
+			}
+		}
+	}
+	return rev, mod
 }
 
 // setWatermark records that the watcher delivered everything up to seq.
