@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"strings"
@@ -185,5 +186,87 @@ func TestUserVersionFollowsItsGroups(t *testing.T) {
 		} else if v2, _, _ := get(); r.header.Get("ETag") != v2 {
 			t.Errorf("%s: PATCH ETag %s, GET %s", c.name, r.header.Get("ETag"), v2)
 		}
+	}
+}
+
+// ids lists the ids of a ListResponse's resources in order.
+func (r resp) ids() []string {
+	var out []string
+	for _, x := range asAnyList(r.body["Resources"]) {
+		id, _ := x.(map[string]any)["id"].(string)
+		out = append(out, id)
+	}
+	return out
+}
+
+// TestRootSearchIsOneList: the root /.search counts every match, refuses
+// an invalid filter, and sorts users and groups together (finding 4).
+func TestRootSearchIsOneList(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1, func(c *ingest.Config, _ *ingest.Deps) { c.MaxResults = 2 })
+	ub := e.mustCreateUser("root-b@example.com", map[string]any{"displayName": "B"})
+	ud := e.mustCreateUser("root-d@example.com", map[string]any{"displayName": "D"})
+	uf := e.mustCreateUser("root-f@example.com", map[string]any{"displayName": "F"})
+	ga := e.do("POST", "/Groups", map[string]any{"displayName": "A"}).str("id")
+	gc := e.do("POST", "/Groups", map[string]any{"displayName": "C"}).str("id")
+	search := func(body string) resp {
+		t.Helper()
+		return e.do("POST", "/.search", body)
+	}
+	if r := search(`{"startIndex":1}`); r.status != 200 || r.body["totalResults"].(float64) != 5 || r.body["itemsPerPage"].(float64) != 2 {
+		t.Errorf("totalResults of all: %d %s", r.status, r.raw)
+	}
+	for _, f := range []string{`bogus eq "x"`, `userName eq`, `(`} {
+		b, _ := json.Marshal(map[string]any{"filter": f})
+		if r := search(string(b)); r.status != 400 || r.str("scimType") != "invalidFilter" {
+			t.Errorf("filter %q: %d %s", f, r.status, r.raw)
+		}
+	}
+	// A filter on an attribute only users have selects users.
+	if r := search(`{"filter":"userName sw \"root-\""}`); r.status != 200 || r.body["totalResults"].(float64) != 3 {
+		t.Errorf("users-only filter: %d %s", r.status, r.raw)
+	}
+	if r := search(`{"sortBy":"bogus"}`); r.status != 400 || r.str("scimType") != "invalidValue" {
+		t.Errorf("sortBy bogus: %d %s", r.status, r.raw)
+	}
+	want := []string{ga, ub, gc, ud, uf}
+	var got []string
+	for si := 1; si <= 5; si += 2 {
+		r := search(fmt.Sprintf(`{"sortBy":"displayName","startIndex":%d,"count":2}`, si))
+		if r.status != 200 || r.body["totalResults"].(float64) != 5 {
+			t.Fatalf("sorted page %d: %d %s", si, r.status, r.raw)
+		}
+		got = append(got, r.ids()...)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("sortBy displayName across kinds: %v, want %v", got, want)
+	}
+	r := search(`{"sortBy":"displayName","sortOrder":"descending","count":2}`)
+	if fmt.Sprint(r.ids()) != fmt.Sprint([]string{uf, ud}) {
+		t.Errorf("descending: %v", r.ids())
+	}
+}
+
+// TestSortByUsesPrimaryAndPlacesMissingValues: sortBy on a multi-valued
+// attribute sorts by the primary value; resources without a value come
+// last ascending and first descending (finding 10, RFC 7644 §3.4.2.3).
+func TestSortByUsesPrimaryAndPlacesMissingValues(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	// Primary "b…" but first value "z…".
+	u1 := e.mustCreateUser("sort1@example.com", map[string]any{"emails": []any{
+		map[string]any{"value": "z@example.com", "type": "home"}, map[string]any{"value": "b@example.com", "type": "work", "primary": true}}})
+	u2 := e.mustCreateUser("sort2@example.com", map[string]any{"emails": []any{map[string]any{"value": "m@example.com", "type": "work"}}})
+	u3 := e.do("POST", "/Users", map[string]any{"userName": "sort3@example.com"}).str("id")
+	asc := e.do("GET", "/Users?sortBy=emails.value", nil)
+	if fmt.Sprint(asc.ids()) != fmt.Sprint([]string{u1, u2, u3}) {
+		t.Errorf("ascending: %v, want %v", asc.ids(), []string{u1, u2, u3})
+	}
+	desc := e.do("GET", "/Users?sortBy=emails.value&sortOrder=descending", nil)
+	if fmt.Sprint(desc.ids()) != fmt.Sprint([]string{u3, u2, u1}) {
+		t.Errorf("descending: %v, want %v", desc.ids(), []string{u3, u2, u1})
+	}
+	if r := e.do("GET", "/Users?sortBy=emails", nil); fmt.Sprint(r.ids()) != fmt.Sprint([]string{u1, u2, u3}) {
+		t.Errorf("sortBy emails: %v", r.ids())
 	}
 }

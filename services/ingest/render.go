@@ -406,17 +406,12 @@ func (s *Service) handleSearch(q *request, k resourceKind) {
 		s.writeJSON(q, http.StatusOK, resp)
 		return
 	}
-	// Root search: users then groups, paged together.
-	all := listQuery{filter: lq.filter, startIndex: 1, count: s.cfg.MaxResults, sortBy: lq.sortBy, descending: lq.descending, proj: lq.proj}
-	var res []any
-	for _, kk := range []resourceKind{kindUser, kindGroup} {
-		r, err := s.list(q, kk, all)
-		if err != nil {
-			continue
-		}
-		res = append(res, r["Resources"].([]any)...)
+	resp, err := s.searchAll(q, lq)
+	if err != nil {
+		s.writeError(q, err)
+		return
 	}
-	s.writeJSON(q, http.StatusOK, page(res, lq, len(res)))
+	s.writeJSON(q, http.StatusOK, resp)
 }
 
 func jsonText(v any) string {
