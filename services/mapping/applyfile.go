@@ -19,6 +19,10 @@ const (
 	ActionUpdate    = "update"
 	ActionDelete    = "delete"
 	ActionUnchanged = "unchanged"
+	// ActionRefuse: the file is older than the stored generation, or has the
+	// stored generation with different rules. ApplyFile writes nothing while
+	// any guild is refused.
+	ActionRefuse = "refuse"
 )
 
 // FilePlan is what applying a rules file would change, guild by guild, with
@@ -26,7 +30,9 @@ const (
 // WriteText, and apply it with ApplyFile.
 type FilePlan struct {
 	Bucket string
-	Guilds []GuildPlan
+	// Generation is the rules file's generation, stored with every rule set written.
+	Generation int64
+	Guilds     []GuildPlan
 }
 
 // GuildPlan is the change to one guild's rule set.
@@ -37,8 +43,13 @@ type GuildPlan struct {
 	// writes only if it is still current.
 	CurrentVersion uint64
 	CurrentSource  string
-	Preview        *PreviewReport
-	spec           *rules.GuildSpec
+	// CurrentGeneration is the stored rule set's rules-file generation.
+	CurrentGeneration int64
+	// Refusal says why the guild is refused (Action == ActionRefuse).
+	Refusal string
+	refusal error
+	Preview *PreviewReport
+	spec    *rules.GuildSpec
 }
 
 // PreviewFile validates the rules file at path and reports, against the rule
@@ -57,7 +68,7 @@ func PreviewFile(ctx context.Context, js jetstream.JetStream, bucket, path strin
 	case err != nil:
 		return nil, fmt.Errorf("mapping: open bucket %s: %w", bucket, errors.Join(ErrUnavailable, err))
 	}
-	plan := &FilePlan{Bucket: bucket}
+	plan := &FilePlan{Bucket: bucket, Generation: f.Generation}
 	members := map[string][]*scimMember{}
 	tenantMembers := func(t string) ([]*scimMember, error) {
 		if m, ok := members[t]; ok {
@@ -95,16 +106,20 @@ func PreviewFile(ctx context.Context, js jetstream.JetStream, bucket, path strin
 				return nil, err
 			}
 			gp := GuildPlan{Tenant: t.ID, Guild: g.ID, CurrentVersion: rev, spec: g}
-			switch {
+			src := fileSource(g)
+			switch d := decideFile(st, f.Generation, src); {
+			case d == fileOlder || d == fileConflict:
+				gp.Action, gp.refusal = ActionRefuse, generationError(key, st, rev, f.Generation, d)
+				gp.Refusal = gp.refusal.Error()
 			case st == nil || st.Deleted:
 				gp.Action = ActionCreate
-			case st.Source == fileSource(g) || sameRules(&st.Rules, g):
+			case d == fileSame || (d == fileAPI && sameRules(&st.Rules, g)):
 				gp.Action = ActionUnchanged
 			default:
-				gp.Action = ActionUpdate
+				gp.Action = ActionUpdate // also: the same rules, recorded at the newer generation
 			}
 			if st != nil {
-				gp.CurrentSource = st.Source
+				gp.CurrentSource, gp.CurrentGeneration = st.Source, st.Generation
 			}
 			proposed, err := rules.Compile(t.ID, 0, g)
 			if err != nil {
@@ -136,14 +151,19 @@ func PreviewFile(ctx context.Context, js jetstream.JetStream, bucket, path strin
 			if err != nil {
 				return nil, err
 			}
-			if st == nil || st.Deleted || !strings.HasPrefix(st.Source, "file:") {
+			d := decideFile(st, f.Generation, "")
+			if d != fileWrite && d != fileOlder && d != fileConflict {
 				continue
 			}
 			ms, err := tenantMembers(st.Tenant)
 			if err != nil {
 				return nil, err
 			}
-			gp := GuildPlan{Tenant: st.Tenant, Guild: st.Guild, Action: ActionDelete, CurrentVersion: rev, CurrentSource: st.Source}
+			gp := GuildPlan{Tenant: st.Tenant, Guild: st.Guild, Action: ActionDelete, CurrentVersion: rev, CurrentSource: st.Source, CurrentGeneration: st.Generation}
+			if d != fileWrite {
+				gp.Action, gp.refusal = ActionRefuse, generationError(k, st, rev, f.Generation, d)
+				gp.Refusal = gp.refusal.Error()
+			}
 			gp.Preview = previewSets(ctx, st.Tenant, st.Guild, compileStored(st.Tenant, st, rev), nil, ms)
 			plan.Guilds = append(plan.Guilds, gp)
 		}
@@ -160,7 +180,19 @@ func sameRules(a, b *rules.GuildSpec) bool {
 // ApplyFile writes a plan: each changed rule set is written only if its
 // version is still the one the plan previewed (ErrConflict otherwise: preview
 // again). The running replicas pick the new versions up from their watch.
+// A plan with a refused guild (ErrGeneration) writes nothing. The writes are
+// guild by guild, not one transaction: if one fails, the guilds before it are
+// written and the rest are not (run it again: written guilds are unchanged).
 func ApplyFile(ctx context.Context, js jetstream.JetStream, plan *FilePlan) error {
+	var refused []error
+	for _, gp := range plan.Guilds {
+		if gp.Action == ActionRefuse {
+			refused = append(refused, gp.refusal)
+		}
+	}
+	if len(refused) > 0 {
+		return fmt.Errorf("mapping: apply refused, nothing written: %w", errors.Join(refused...))
+	}
 	var kv jetstream.KeyValue
 	var err error
 	for i := range plan.Guilds {
@@ -180,10 +212,10 @@ func ApplyFile(ctx context.Context, js jetstream.JetStream, plan *FilePlan) erro
 			if err != nil || cur == nil {
 				return fmt.Errorf("mapping: delete %s: %w", key, errors.Join(ErrConflict, err))
 			}
-			cur.Deleted, cur.Source, cur.UpdatedAt = true, "file:removed", time.Now().UTC()
+			cur.Deleted, cur.Source, cur.UpdatedAt, cur.Generation = true, "file:removed", time.Now().UTC(), plan.Generation
 			st = cur
 		} else {
-			st = &storedSet{Tenant: gp.Tenant, Guild: gp.Guild, Source: fileSource(gp.spec), UpdatedAt: time.Now().UTC(), Rules: *gp.spec}
+			st = &storedSet{Tenant: gp.Tenant, Guild: gp.Guild, Source: fileSource(gp.spec), Generation: plan.Generation, UpdatedAt: time.Now().UTC(), Rules: *gp.spec}
 		}
 		if _, err := writeSet(ctx, kv, key, st, gp.CurrentVersion); err != nil {
 			return fmt.Errorf("mapping: apply %s %s: %w", gp.Action, key, err)
@@ -198,14 +230,20 @@ func (p *FilePlan) WriteText(w io.Writer) error {
 	for _, gp := range p.Guilds {
 		fmt.Fprintf(&b, "tenant %s guild %s: %s", gp.Tenant, gp.Guild, gp.Action)
 		if gp.CurrentVersion > 0 {
-			fmt.Fprintf(&b, " (version %d, from %s)", gp.CurrentVersion, sourceLabel(gp.CurrentSource))
+			fmt.Fprintf(&b, " (version %d, from %s, generation %d)", gp.CurrentVersion, sourceLabel(gp.CurrentSource), gp.CurrentGeneration)
 		}
 		b.WriteString("\n")
+		if gp.Refusal != "" {
+			fmt.Fprintf(&b, "  refused: %s\n", gp.Refusal)
+		}
 		rep := gp.Preview
 		if rep == nil {
 			continue
 		}
 		fmt.Fprintf(&b, "  members scanned: %d, changing: %d\n", rep.MembersScanned, len(rep.Changes))
+		if len(rep.Unresolvable) > 0 {
+			fmt.Fprintf(&b, "  members whose stored SCIM user is not a JSON object (not resolvable, left out): %s\n", strings.Join(rep.Unresolvable, ", "))
+		}
 		for _, r := range rep.Roles {
 			fmt.Fprintf(&b, "  role %s: +%d -%d\n", r.Role, r.Gained, r.Lost)
 		}

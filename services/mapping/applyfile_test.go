@@ -24,7 +24,8 @@ func TestPreviewFileThenApplyFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	changed := writeRules(t, `tenants:
+	changed := writeRules(t, `generation: 1
+tenants:
   - id: dev
     guilds:
       - id: "1100000000000000000"
@@ -75,6 +76,25 @@ func TestPreviewFileThenApplyFile(t *testing.T) {
 	again, err := mapping.PreviewFile(ctx, js, cfg.Bucket, changed)
 	if err != nil || again.Guilds[0].Action != mapping.ActionUnchanged || len(again.Guilds[0].Preview.Changes) != 0 {
 		t.Errorf("second preview = %+v, %v", again, err)
+	}
+	// The file it replaced (generation 0) is older now: refused, nothing written.
+	stale, err := mapping.PreviewFile(ctx, js, cfg.Bucket, cfg.RulesFile)
+	if err != nil || stale.Guilds[0].Action != mapping.ActionRefuse || !strings.Contains(stale.Guilds[0].Refusal, "older than generation 1") {
+		t.Fatalf("preview of the older file = %+v, %v; want refused", stale, err)
+	}
+	out.Reset()
+	_ = stale.WriteText(&out)
+	if !strings.Contains(out.String(), "refused: ") {
+		t.Errorf("plan text lacks the refusal:\n%s", out.String())
+	}
+	if err := mapping.ApplyFile(ctx, js, stale); !errors.Is(err, mapping.ErrGeneration) || !strings.Contains(err.Error(), "nothing written") {
+		t.Errorf("ApplyFile(older file) = %v, want ErrGeneration", err)
+	}
+	// The same generation with different rules is refused too.
+	same := writeRules(t, "generation: 1\n"+mappingYAML(devGuild, roleStaff))
+	conflict, err := mapping.PreviewFile(ctx, js, cfg.Bucket, same)
+	if err != nil || conflict.Guilds[0].Action != mapping.ActionRefuse || !strings.Contains(conflict.Guilds[0].Refusal, "raise `generation:`") {
+		t.Errorf("preview of a different file of the same generation = %+v, %v; want refused", conflict, err)
 	}
 	// A file that does not validate yields no plan.
 	if _, err := mapping.PreviewFile(ctx, js, cfg.Bucket, writeRules(t, "tenants: [{id: dev}]\n")); err == nil {

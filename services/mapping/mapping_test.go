@@ -63,6 +63,7 @@ func startService(t *testing.T, cfg mapping.Config, deps mapping.Deps) (*mapping
 	select {
 	case <-svc.Ready():
 	case err := <-done:
+		done <- err // for the cleanup
 		t.Fatalf("Run ended before ready: %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("service not ready after 10s")
@@ -258,4 +259,12 @@ func TestMetricsCountResolvesAndServeVersions(t *testing.T) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
 		}
 	}
+}
+
+// scrape returns the service's metrics text.
+func scrape(t *testing.T, svc *mapping.Service) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	svc.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
 }

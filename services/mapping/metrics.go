@@ -16,6 +16,8 @@ type metrics struct {
 	writes        atomic.Int64 // rule-set puts and deletes stored
 	writeRejected atomic.Int64 // refused as invalid
 	writeConflict atomic.Int64 // lost compare-and-set
+	panics        atomic.Int64 // gRPC handlers that panicked (answered INTERNAL)
+	seedStale     atomic.Int64 // rule sets not seeded: the rules file is older than the stored generation
 }
 
 // MetricsHandler serves the service's metrics in the Prometheus text format
@@ -34,6 +36,8 @@ func (s *Service) MetricsHandler() http.Handler {
 		counter("scimcord_mapping_rule_writes_total", "Rule-set writes (put, delete) stored.", m.writes.Load())
 		counter("scimcord_mapping_rule_writes_rejected_total", "Rule-set writes refused as invalid.", m.writeRejected.Load())
 		counter("scimcord_mapping_rule_write_conflicts_total", "Rule-set writes that lost a compare-and-set.", m.writeConflict.Load())
+		counter("scimcord_mapping_grpc_panics_total", "gRPC handlers that panicked (answered INTERNAL, process kept).", m.panics.Load())
+		counter("scimcord_mapping_seed_stale_total", "Rule sets this replica did not seed because its rules file is older than the stored generation.", m.seedStale.Load())
 		b.WriteString("# HELP scimcord_mapping_rule_set_version Version of the rule set served, per tenant and guild.\n# TYPE scimcord_mapping_rule_set_version gauge\n")
 		for _, rs := range s.rules.all() {
 			fmt.Fprintf(&b, "scimcord_mapping_rule_set_version{tenant=%q,guild=%q} %d\n", rs.Tenant, rs.Guild, rs.Version)

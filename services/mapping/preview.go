@@ -30,6 +30,9 @@ type PreviewReport struct {
 	// Unmanaged roles leave the managed set: members keep them, scimcord stops
 	// managing them. NewlyManaged roles enter it.
 	Unmanaged, NewlyManaged []rules.RoleRef
+	// Unresolvable lists members whose stored SCIM user is not a readable JSON
+	// object: they are left out of Changes (the applier cannot resolve them).
+	Unresolvable []string
 }
 
 // MemberChange is what one member gains and loses.
@@ -156,14 +159,18 @@ func previewSets(ctx context.Context, tenant, guild string, current, proposed *r
 	if current != nil {
 		rep.CurrentVersion = current.Version
 	}
-	resolve := func(rs *rules.RuleSet, m *rules.Member) map[string]rules.RoleRef {
+	resolve := func(rs *rules.RuleSet, m *rules.Member) (map[string]rules.RoleRef, error) {
 		out := map[string]rules.RoleRef{}
 		if rs != nil {
-			for _, r := range rs.Resolve(ctx, m) {
+			got, err := rs.Resolve(ctx, m)
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range got {
 				out[r.Key()] = r
 			}
 		}
-		return out
+		return out, nil
 	}
 	managed := func(rs *rules.RuleSet) map[string]rules.RoleRef {
 		out := map[string]rules.RoleRef{}
@@ -197,7 +204,14 @@ func previewSets(ctx context.Context, tenant, guild string, current, proposed *r
 		return c
 	}
 	for _, m := range members {
-		was, will := resolve(current, &m.member), resolve(proposed, &m.member)
+		was, err1 := resolve(current, &m.member)
+		will, err2 := resolve(proposed, &m.member)
+		if err := errors.Join(err1, err2); err != nil {
+			// The stored SCIM user cannot be read: the applier cannot resolve it
+			// either, so nothing changes for it; say so rather than guess.
+			rep.Unresolvable = append(rep.Unresolvable, m.member.UserID)
+			continue
+		}
 		ch := MemberChange{UserID: m.member.UserID, UserName: m.userName, DiscordUserID: m.discordUserID}
 		for k, r := range will {
 			if _, ok := was[k]; !ok {

@@ -38,7 +38,13 @@ func (s *Service) Run(ctx context.Context) error {
 	s.addr = lis.Addr().String()
 	s.mu.Unlock()
 
-	srv := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(s.tp), otelgrpc.WithPropagators(telemetry.Propagator()))))
+	// No TLS and no authentication: the port must stay inside the cluster
+	// (the Helm chart's NetworkPolicy admits only ingest and the applier).
+	srv := grpc.NewServer(
+		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(s.tp), otelgrpc.WithPropagators(telemetry.Propagator()))),
+		grpc.ChainUnaryInterceptor(s.recoverUnary),
+		grpc.ChainStreamInterceptor(s.recoverStream),
+	)
 	hs := health.NewServer()
 	hs.SetServingStatus(LivenessService, healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)

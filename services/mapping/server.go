@@ -28,6 +28,15 @@ type server struct {
 // errBadRequest marks request problems (→ InvalidArgument).
 var errBadRequest = errors.New("bad request")
 
+// checkUserJSON refuses a user_json that is not a JSON object: resolving it
+// as "no CEL rule matches" would remove every role a CEL rule grants.
+func checkUserJSON(b []byte) error {
+	if err := rules.CheckUserJSON(b); err != nil {
+		return fmt.Errorf("%w: user_json: %w", errBadRequest, err)
+	}
+	return nil
+}
+
 func checkMember(tenant, guild string) error {
 	if !rules.ValidTenant(tenant) {
 		return fmt.Errorf("%w: tenant_id %q: want 1-64 characters of A-Z a-z 0-9 _ = -", errBadRequest, tenant)
@@ -55,6 +64,10 @@ func (s *Service) resolve(ctx context.Context, req *mappingv1.ResolveRolesReques
 		s.metrics.resolveErrors.Add(1)
 		return nil, err
 	}
+	if err := checkUserJSON(req.GetUserJson()); err != nil {
+		s.metrics.resolveErrors.Add(1)
+		return nil, err
+	}
 	select {
 	case <-s.ready:
 	default:
@@ -69,8 +82,13 @@ func (s *Service) resolve(ctx context.Context, req *mappingv1.ResolveRolesReques
 		return resp, nil
 	}
 	resp.RulesVersion = rs.Version
-	names := newNameResolver(req.GetGuildRoles())
-	resp.RoleIds, resp.RoleNames, _ = names.resolve(rs.Resolve(ctx, memberOf(req)))
+	names := newNameResolver(req.GetGuildId(), req.GetGuildRoles())
+	granted, err := rs.Resolve(ctx, memberOf(req))
+	if err != nil {
+		s.metrics.resolveErrors.Add(1)
+		return nil, fmt.Errorf("%w: %w", errBadRequest, err)
+	}
+	resp.RoleIds, resp.RoleNames, _ = names.resolve(granted)
 	resp.ManagedRoleIds, resp.ManagedRoleNames, resp.RoleNameProblems = names.resolve(rs.Managed())
 	return resp, nil
 }
@@ -81,11 +99,17 @@ type nameResolver struct {
 	byName map[string][]string
 }
 
-func newNameResolver(roles []*mappingv1.GuildRole) *nameResolver {
+// newNameResolver indexes the guild's roles by name. The guild's default role
+// (@everyone, whose id is the guild id) is never a match: it cannot be
+// granted or removed, whatever it is called.
+func newNameResolver(guildID string, roles []*mappingv1.GuildRole) *nameResolver {
 	n := &nameResolver{given: len(roles) > 0}
 	if n.given {
 		n.byName = make(map[string][]string, len(roles))
 		for _, r := range roles {
+			if r.GetId() == guildID || rules.IsEveryone(r.GetName()) {
+				continue
+			}
 			n.byName[r.GetName()] = append(n.byName[r.GetName()], r.GetId())
 		}
 	}
@@ -193,8 +217,12 @@ func (h *server) Explain(ctx context.Context, req *mappingv1.ExplainRequest) (*m
 	if rs == nil {
 		return out, nil
 	}
-	names := newNameResolver(m.GetGuildRoles())
-	for _, d := range rs.Explain(ctx, memberOf(m)) {
+	names := newNameResolver(m.GetGuildId(), m.GetGuildRoles())
+	decisions, err := rs.Explain(ctx, memberOf(m))
+	if err != nil {
+		return nil, grpcError(fmt.Errorf("%w: %w", errBadRequest, err))
+	}
+	for _, d := range decisions {
 		e := &mappingv1.RoleExplanation{Role: roleProto(d.Role), Granted: d.Granted}
 		if d.Role.ID == "" && names.given {
 			if id, p := names.lookup(d.Role.Name); p != nil {

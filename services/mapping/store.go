@@ -26,6 +26,9 @@ var (
 	ErrReadOnly = errors.New("mapping: no rule store (running without JetStream)")
 	// ErrUnavailable means JetStream did not answer.
 	ErrUnavailable = errors.New("mapping: rule store unavailable")
+	// ErrGeneration means a rules file is older than the generation stored
+	// with a rule set, or has the stored generation with different rules.
+	ErrGeneration = errors.New("mapping: rules file refused by its generation")
 )
 
 // MaxStoredBytes bounds one stored rule set: NATS's default maximum payload.
@@ -35,12 +38,15 @@ const MaxStoredBytes = 1 << 20
 // A delete is a record with Deleted set, so that the version keeps growing and
 // a rule set deleted through the API is not re-seeded from the file.
 type storedSet struct {
-	Tenant    string          `json:"tenant"`
-	Guild     string          `json:"guild"`
-	Source    string          `json:"source"` // "file:<sha256>" or "api"
-	Deleted   bool            `json:"deleted,omitempty"`
-	UpdatedAt time.Time       `json:"updated_at"`
-	Rules     rules.GuildSpec `json:"rules"`
+	Tenant string `json:"tenant"`
+	Guild  string `json:"guild"`
+	Source string `json:"source"` // "file:<sha256>" or "api"
+	// Generation is the rules file's generation, for rule sets written from a
+	// rules file (seeded, applied, or deleted because the file dropped them).
+	Generation int64           `json:"generation,omitempty"`
+	Deleted    bool            `json:"deleted,omitempty"`
+	UpdatedAt  time.Time       `json:"updated_at"`
+	Rules      rules.GuildSpec `json:"rules"`
 }
 
 // RuleSetInfo is a stored rule set with its version.
@@ -73,8 +79,8 @@ func (s *Service) runStore(ctx context.Context) error {
 			break
 		}
 		var ve *rules.ValidationError
-		if errors.As(err, &ve) {
-			return err
+		if errors.As(err, &ve) || errors.Is(err, ErrGeneration) {
+			return err // permanent: a retry cannot fix the file
 		}
 		s.log.WarnContext(ctx, "rule store not available yet, retrying", "bucket", s.cfg.Bucket, "error", err, "delay", delay)
 		select {
@@ -257,10 +263,58 @@ func (s *Service) apply(ctx context.Context, e jetstream.KeyValueEntry) {
 		"rules", rs.Len(), "source", st.Source)
 }
 
+// fileDecision is what a rules file of some generation may do to a stored rule set.
+type fileDecision int
+
+const (
+	fileWrite    fileDecision = iota // write the file's version (or delete)
+	fileSame                         // the stored version is the file's: nothing to do
+	fileAPI                          // changed through the API: the file does not override it at start
+	fileOlder                        // the file is older than the stored generation: keep the stored version
+	fileConflict                     // same generation, different rules: refuse
+)
+
+// decideFile compares a stored rule set with a rules file of generation gen
+// whose version of it has source src ("" when the file does not list it).
+func decideFile(cur *storedSet, gen int64, src string) fileDecision {
+	switch {
+	case cur == nil:
+		if src == "" {
+			return fileSame
+		}
+		return fileWrite
+	case !strings.HasPrefix(cur.Source, "file:"):
+		return fileAPI
+	case src == "" && cur.Deleted, cur.Source == src && !cur.Deleted:
+		if cur.Generation < gen && src != "" {
+			return fileWrite // the same rules: record the newer generation
+		}
+		return fileSame
+	case cur.Generation > gen:
+		return fileOlder
+	case cur.Generation == gen:
+		return fileConflict
+	}
+	return fileWrite
+}
+
+// generationError explains a refused rules file.
+func generationError(key string, cur *storedSet, rev uint64, gen int64, d fileDecision) error {
+	if d == fileOlder {
+		return fmt.Errorf("%w: rule set %s: the rules file has generation %d, older than generation %d stored at version %d",
+			ErrGeneration, key, gen, cur.Generation, rev)
+	}
+	return fmt.Errorf("%w: rule set %s: the rules file has generation %d, as stored at version %d, but different rules: raise `generation:` in the rules file to replace them",
+		ErrGeneration, key, gen, rev)
+}
+
 // seed writes the file's rule sets into the bucket: missing ones are created,
-// ones last written from a different file are replaced (GitOps), ones edited
-// through the API are kept (with a warning), and file-sourced ones that the
-// file no longer lists are deleted.
+// ones last written from an older generation of the rules file are replaced
+// (GitOps), ones edited through the API are kept (with a warning), and
+// file-sourced ones that the file no longer lists are deleted. A rule set
+// stored from a newer generation is kept (warning, metric): a replica started
+// with a stale file does not roll the policy back. The same generation with
+// different rules is an error (ErrGeneration): the service does not start.
 func (s *Service) seed(ctx context.Context, kv jetstream.KeyValue) error {
 	inFile := map[string]bool{}
 	for _, t := range s.file.Tenants {
@@ -285,43 +339,67 @@ func (s *Service) seed(ctx context.Context, kv jetstream.KeyValue) error {
 			stale = append(stale, k)
 		}
 	}
+	gen := s.file.Generation
 	for _, k := range stale {
 		cur, rev, err := readSet(ctx, kv, k)
-		if err != nil || cur == nil || cur.Deleted || !strings.HasPrefix(cur.Source, "file:") {
+		if err != nil || cur == nil {
 			continue
 		}
-		cur.Deleted, cur.UpdatedAt, cur.Source = true, time.Now().UTC(), "file:removed"
+		switch d := decideFile(cur, gen, ""); d {
+		case fileOlder:
+			s.staleFile(ctx, k, cur, rev)
+			continue
+		case fileConflict:
+			return generationError(k, cur, rev, gen, d)
+		case fileWrite:
+		default:
+			continue
+		}
+		cur.Deleted, cur.UpdatedAt, cur.Source, cur.Generation = true, time.Now().UTC(), "file:removed", gen
 		if _, err := writeSet(ctx, kv, k, cur, rev); err != nil && !errors.Is(err, ErrConflict) {
 			return err
 		}
-		s.log.InfoContext(ctx, "rule set removed from the rules file: deleted", "key", k)
+		s.log.InfoContext(ctx, "rule set removed from the rules file: deleted", "key", k, "generation", gen)
 	}
 	return nil
+}
+
+// staleFile notes a rule set kept because this replica's file is older.
+func (s *Service) staleFile(ctx context.Context, key string, cur *storedSet, rev uint64) {
+	s.metrics.seedStale.Add(1)
+	s.log.WarnContext(ctx, "rules file is older than the stored rule set: keeping the stored version (update this replica's rules file)",
+		"key", key, "file_generation", s.file.Generation, "stored_generation", cur.Generation, "version", rev)
 }
 
 func (s *Service) seedOne(ctx context.Context, kv jetstream.KeyValue, tenant string, g *rules.GuildSpec) error {
 	key := setKeyString(tenant, g.ID)
 	src := fileSource(g)
+	gen := s.file.Generation
 	for attempt := 0; attempt < 5; attempt++ {
 		cur, rev, err := readSet(ctx, kv, key)
 		if err != nil {
 			return err
 		}
-		switch {
-		case cur != nil && cur.Source == src:
+		switch d := decideFile(cur, gen, src); d {
+		case fileSame:
 			return nil // already there
-		case cur != nil && !strings.HasPrefix(cur.Source, "file:"):
+		case fileAPI:
 			s.log.WarnContext(ctx, "rule set was changed through the API; the rules file does not override it",
 				"tenant", tenant, "guild", g.ID, "version", rev)
 			return nil
+		case fileOlder:
+			s.staleFile(ctx, key, cur, rev)
+			return nil
+		case fileConflict:
+			return generationError(key, cur, rev, gen, d)
 		}
-		next := &storedSet{Tenant: tenant, Guild: g.ID, Source: src, UpdatedAt: time.Now().UTC(), Rules: *g}
+		next := &storedSet{Tenant: tenant, Guild: g.ID, Source: src, Generation: gen, UpdatedAt: time.Now().UTC(), Rules: *g}
 		_, err = writeSet(ctx, kv, key, next, rev)
 		if errors.Is(err, ErrConflict) {
 			continue // another replica seeded at the same time: look again
 		}
 		if err == nil {
-			s.log.InfoContext(ctx, "rule set seeded from the rules file", "tenant", tenant, "guild", g.ID, "previous_version", rev)
+			s.log.InfoContext(ctx, "rule set seeded from the rules file", "tenant", tenant, "guild", g.ID, "previous_version", rev, "generation", gen)
 		}
 		return err
 	}

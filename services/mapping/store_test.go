@@ -232,11 +232,83 @@ func TestSeedKeepsAPIEditsAndFollowsFileChanges(t *testing.T) {
 	_, c3 := startService(t, cfg3, mapping.Deps{JS: js}) // seeds dev guild 1100… (file-sourced)
 	v1, _ := c3.GetRuleSet(ctx, &mappingv1.GetRuleSetRequest{TenantId: "dev", GuildId: devGuild})
 	cfg4 := devConfig(t)
-	cfg4.RulesFile = writeRules(t, mappingYAML(devGuild, roleDesign))
+	cfg4.RulesFile = writeRules(t, "generation: 1\n"+mappingYAML(devGuild, roleDesign))
 	_, c4 := startService(t, cfg4, mapping.Deps{JS: js})
 	v2, err := c4.GetRuleSet(ctx, &mappingv1.GetRuleSetRequest{TenantId: "dev", GuildId: devGuild})
 	if err != nil || v2.GetRuleSet().GetVersion() <= v1.GetRuleSet().GetVersion() || v2.GetRuleSet().GetRuleCount() != 1 {
 		t.Errorf("changed file: %v, %v; want a newer version with 1 rule", v2, err)
+	}
+}
+
+func TestSeedNeverRollsBackToAnOlderRulesFile(t *testing.T) {
+	t.Parallel()
+	js := startJS(t)
+	ctx := context.Background()
+	get := func(c mappingv1.MappingServiceClient) *mappingv1.RuleSet {
+		t.Helper()
+		r, err := c.GetRuleSet(ctx, &mappingv1.GetRuleSetRequest{TenantId: "dev", GuildId: devGuild})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetRuleSet()
+	}
+	gen2 := devConfig(t)
+	gen2.RulesFile = writeRules(t, "generation: 2\n"+mappingYAML(devGuild, roleDesign))
+	_, a := startService(t, gen2, mapping.Deps{JS: js})
+	stored := get(a)
+
+	// A replica started with an older file keeps serving the stored version.
+	gen1 := devConfig(t)
+	gen1.RulesFile = writeRules(t, "generation: 1\n"+mappingYAML(devGuild, roleEng))
+	old, b := startService(t, gen1, mapping.Deps{JS: js})
+	if got := get(b); got.GetVersion() != stored.GetVersion() || !strings.Contains(got.GetYaml(), roleDesign) {
+		t.Errorf("after a replica started with generation 1: %v, want version %d (generation 2) kept", got, stored.GetVersion())
+	}
+	if r := resolveDev(t, b, &mappingv1.ResolveRolesRequest{Active: true}); !slices.Equal(r.GetRoleIds(), []string{roleDesign}) {
+		t.Errorf("stale replica serves %v, want the stored %s", r.GetRoleIds(), roleDesign)
+	}
+	if m := scrape(t, old); !strings.Contains(m, "scimcord_mapping_seed_stale_total 1") {
+		t.Errorf("metrics lack the stale seed:\n%s", m)
+	}
+	// An older file that no longer lists the guild does not delete it either.
+	gen0 := devConfig(t)
+	gen0.RulesFile = writeRules(t, mappingYAML("1200000000000000000", "1200000000000000101"))
+	_, c := startService(t, gen0, mapping.Deps{JS: js})
+	if got := get(c); got.GetVersion() != stored.GetVersion() {
+		t.Errorf("after a replica started with generation 0 without the guild: %v, want version %d kept", got, stored.GetVersion())
+	}
+
+	// The same generation with different rules: the replica refuses to start.
+	conflict := devConfig(t)
+	conflict.RulesFile = writeRules(t, "generation: 2\n"+mappingYAML(devGuild, roleStaff))
+	conflict.GRPCAddr = "127.0.0.1:0"
+	svc, err := mapping.New(conflict, mapping.Deps{JS: js, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := svc.Run(rctx); !errors.Is(err, mapping.ErrGeneration) || !strings.Contains(err.Error(), "raise `generation:`") {
+		t.Errorf("Run with a conflicting file of the same generation = %v, want ErrGeneration", err)
+	}
+	if got := get(a); got.GetVersion() != stored.GetVersion() {
+		t.Errorf("after the refused replica: version %d, want %d", got.GetVersion(), stored.GetVersion())
+	}
+
+	// A newer generation replaces it; the same rules at a newer generation
+	// record the generation, so the generation-2 file is then older too.
+	gen3 := devConfig(t)
+	gen3.RulesFile = writeRules(t, "generation: 3\n"+mappingYAML(devGuild, roleDesign))
+	_, d := startService(t, gen3, mapping.Deps{JS: js})
+	v3 := get(d).GetVersion()
+	if v3 <= stored.GetVersion() {
+		t.Errorf("generation 3 with the same rules: version %d, want it recorded (> %d)", v3, stored.GetVersion())
+	}
+	gen2b := devConfig(t)
+	gen2b.RulesFile = writeRules(t, "generation: 2\n"+mappingYAML(devGuild, roleStaff))
+	_, e := startService(t, gen2b, mapping.Deps{JS: js}) // older now: starts, keeps generation 3
+	if got := get(e); got.GetVersion() != v3 {
+		t.Errorf("generation 2 after generation 3: version %d, want %d", got.GetVersion(), v3)
 	}
 }
 

@@ -157,8 +157,15 @@ func runApply(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	if *dryRun {
-		_, err := fmt.Fprintln(stdout, "dry run: nothing written")
-		return err
+		if _, err := fmt.Fprintln(stdout, "dry run: nothing written"); err != nil {
+			return err
+		}
+		for _, gp := range plan.Guilds {
+			if gp.Action == mapping.ActionRefuse {
+				return fmt.Errorf("applying %s would be refused: %s", fs.Arg(0), gp.Refusal)
+			}
+		}
+		return nil
 	}
 	if err := mapping.ApplyFile(ctx, js, plan); err != nil {
 		return err

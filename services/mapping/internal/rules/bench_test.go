@@ -45,8 +45,8 @@ func BenchmarkResolvePerMember(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				// The user JSON is decoded for CEL on every resolve, as for a new member.
-				if len(rs.Resolve(ctx, m)) == 0 {
-					b.Fatal("no roles")
+				if got, err := rs.Resolve(ctx, m); err != nil || len(got) == 0 {
+					b.Fatal("no roles", err)
 				}
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "members/s")

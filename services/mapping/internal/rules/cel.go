@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,56 @@ const (
 
 // ErrExprCost means an expression hit the cost limit at evaluation.
 var ErrExprCost = errors.New("rules: expression exceeded its cost limit")
+
+// ErrUserJSON means a member's user JSON is not a readable JSON object. It is
+// a bad request, never "no CEL rule matches": treating it as no match would
+// remove every role that a CEL rule grants.
+var ErrUserJSON = errors.New("rules: user JSON is not a JSON object")
+
+// MaxAttrLen is the longest string value (in bytes) of the user JSON that
+// CEL sees: a longer value is left out of `user`, as if absent (the applier
+// drops such values too when a record is oversized). Together with the cost
+// limit it bounds what one call can allocate: CEL charges a string function
+// after it returns, so without the cap `user.title.replace("", user.title)`
+// over a 5,000-character title would build 25 MB before being stopped. Group
+// names in `groups` are capped the same way.
+const MaxAttrLen = 1024
+
+// CheckUserJSON reports whether b can be a member's user JSON: empty (no user
+// document) or a JSON object. The error wraps ErrUserJSON.
+func CheckUserJSON(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	t := bytes.TrimLeft(b, " \t\r\n")
+	if len(t) == 0 || t[0] != '{' {
+		return fmt.Errorf("%w: %s", ErrUserJSON, describeJSON(t))
+	}
+	if !json.Valid(t) {
+		return fmt.Errorf("%w: not valid JSON", ErrUserJSON)
+	}
+	return nil
+}
+
+func describeJSON(t []byte) string {
+	if len(t) == 0 {
+		return "only white space"
+	}
+	switch t[0] {
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 'n':
+		return "null"
+	case 't', 'f':
+		return "a boolean"
+	}
+	if t[0] == '-' || (t[0] >= '0' && t[0] <= '9') {
+		return "a number"
+	}
+	return "not valid JSON"
+}
 
 // UserAliases are the short names under `user` for the SCIM schema extensions.
 var UserAliases = map[string]string{
@@ -77,7 +128,14 @@ func CompileExpr(src string) (*Expr, error) {
 	ast, iss := env.Compile(src)
 	var prg cel.Program
 	if iss == nil || iss.Err() == nil {
-		if out := ast.OutputType(); !out.IsExactType(types.BoolType) && !out.IsDyn() {
+		// The checked type must be bool. An attribute of `user` is dyn (its
+		// type is known only at evaluation), so a bare `user.active` or a
+		// conditional over attributes is refused: compare it (`user.active ==
+		// true`) or convert it (`bool(user.active)`).
+		if out := ast.OutputType(); out.IsDyn() {
+			compileMu.Unlock()
+			return nil, errors.New("CEL expression gives dyn (a user attribute's type is known only at evaluation), want bool: compare it, e.g. user.active == true, or wrap it in bool(...)")
+		} else if !out.IsExactType(types.BoolType) {
 			compileMu.Unlock()
 			return nil, fmt.Errorf("CEL expression gives %s, want bool", out)
 		}
@@ -146,19 +204,29 @@ func (in *Input) activation() (map[string]any, error) {
 		m := in.Member
 		user := map[string]any{}
 		if len(m.UserJSON) > 0 {
+			if err := CheckUserJSON(m.UserJSON); err != nil {
+				in.err = err
+				return
+			}
 			if err := json.Unmarshal(m.UserJSON, &user); err != nil {
-				in.err = fmt.Errorf("user JSON: %w", err)
+				in.err = fmt.Errorf("%w: %v", ErrUserJSON, err)
 				return
 			}
 			if user == nil {
 				user = map[string]any{}
 			}
+			dropLongStrings(user)
 		}
 		for alias, urn := range UserAliases {
 			if v, ok := user[urn]; ok {
 				if _, taken := user[alias]; !taken {
 					user[alias] = v
 				}
+			}
+			// Always present, so that has(user.enterprise.department) is
+			// false (not an error) for a user without the extension.
+			if _, ok := user[alias]; !ok {
+				user[alias] = map[string]any{}
 			}
 		}
 		user["active"] = m.Active
@@ -167,9 +235,43 @@ func (in *Input) activation() (map[string]any, error) {
 		}
 		groups := make([]map[string]string, len(m.Groups))
 		for i, g := range m.Groups {
-			groups[i] = map[string]string{"id": g.ID, "externalId": g.ExternalID, "displayName": g.DisplayName}
+			groups[i] = map[string]string{"id": capString(g.ID), "externalId": capString(g.ExternalID), "displayName": capString(g.DisplayName)}
 		}
 		in.act = map[string]any{"user": user, "groups": groups}
 	})
 	return in.act, in.err
+}
+
+// dropLongStrings removes, in place, every string value longer than
+// MaxAttrLen from objects and arrays.
+func dropLongStrings(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if s, ok := e.(string); ok && len(s) > MaxAttrLen {
+				delete(x, k)
+				continue
+			}
+			x[k] = dropLongStrings(e)
+		}
+		return x
+	case []any:
+		out := x[:0]
+		for _, e := range x {
+			if s, ok := e.(string); ok && len(s) > MaxAttrLen {
+				continue
+			}
+			out = append(out, dropLongStrings(e))
+		}
+		return out
+	}
+	return v
+}
+
+// capString leaves a group key out of CEL (empty) when it is over MaxAttrLen.
+func capString(s string) string {
+	if len(s) > MaxAttrLen {
+		return ""
+	}
+	return s
 }

@@ -18,7 +18,12 @@ import (
 
 // File is a rules file (SCIMCORD_MAPPING): rule sets per tenant and guild.
 type File struct {
-	Tenants []TenantSpec `yaml:"tenants" json:"tenants"`
+	// Generation orders rules files: raise it with every change. A replica
+	// never seeds a file older than the generation stored with the rule sets,
+	// and refuses a file of the same generation with different rules.
+	// Optional: absent is 0.
+	Generation int64        `yaml:"generation,omitempty" json:"generation,omitempty"`
+	Tenants    []TenantSpec `yaml:"tenants" json:"tenants"`
 }
 
 // TenantSpec holds the rule sets of one tenant (one IdP connection).
@@ -169,6 +174,12 @@ var (
 	yamlLineRE  = regexp.MustCompile(`^line (\d+): (.*)$`)
 )
 
+// IsEveryone reports whether a role name is Discord's default role
+// (@everyone, whose id is the guild id): it can never be granted.
+func IsEveryone(name string) bool {
+	return strings.EqualFold(strings.TrimSpace(name), "@everyone")
+}
+
 // ValidSnowflake reports whether s looks like a Discord id.
 func ValidSnowflake(s string) bool { return snowflakeRE.MatchString(s) }
 
@@ -258,30 +269,59 @@ func decodeStrict(data []byte, out any) (map[string]int, error) {
 	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlError(err)
+		return nil, yamlError(err, nil)
+	}
+	idx := &docIndex{lines: map[string]int{}, names: map[string]string{}}
+	if len(root.Content) > 0 {
+		indexLines(root.Content[0], "", idx)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(out); err != nil {
-		return nil, yamlError(err)
+		return nil, yamlError(err, idx)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		line := extra.Line
 		if err != nil {
-			return nil, yamlError(err)
+			return nil, yamlError(err, idx)
 		}
 		return nil, &ValidationError{Errors: []FieldError{{Line: line, Problem: "more than one YAML document: put every tenant in one document"}}}
 	}
-	lines := map[string]int{}
-	if len(root.Content) > 0 {
-		indexLines(root.Content[0], "", lines)
-	}
-	return lines, nil
+	return idx.lines, nil
 }
 
-// yamlError turns a yaml.v3 error into a ValidationError with line numbers.
-func yamlError(err error) error {
+// docIndex locates the fields of a YAML document: the line of every path and
+// the name of every list item that has one (by the item's path).
+type docIndex struct {
+	lines map[string]int
+	names map[string]string
+}
+
+var (
+	unknownFieldRE = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+	ruleIndexRE    = regexp.MustCompile(`^(.*rules\[\d+\])`)
+	listIndexRE    = regexp.MustCompile(`\[\d+\]`)
+	// goTypes are the decoder's type names, as a reader of the file knows them.
+	goTypes = strings.NewReplacer(
+		"[]rules.TenantSpec", "list of tenants", "[]rules.GuildSpec", "list of guilds",
+		"[]rules.RuleSpec", "list of rules", "[]rules.GroupMatch", "list of groups", "[]rules.RoleRef", "list of roles",
+		"rules.File", "rules file", "rules.TenantSpec", "tenant", "rules.GuildSpec", "guild",
+		"rules.RuleSpec", "rule", "rules.GroupMatch", "group match", "rules.RoleRef", "role",
+	)
+	// knownFields lists the fields of each part of a rules file, for errors.
+	knownFields = []struct{ suffix, fields string }{
+		{".groups[]", "id, external_id, display_name"},
+		{".roles[]", "id, name"},
+		{"rules[]", "name, description, all_active_users, groups, when, roles"},
+		{".guilds[]", "id, rules"},
+		{"tenants[]", "id, guilds"},
+	}
+)
+
+// yamlError turns a yaml.v3 error into a ValidationError with line numbers,
+// and for an unknown field the path and rule it is in (idx may be nil).
+func yamlError(err error, idx *docIndex) error {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
 		ve := &ValidationError{}
@@ -290,6 +330,11 @@ func yamlError(err error) error {
 			if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 				fe.Line, _ = strconv.Atoi(m[1])
 				fe.Problem = m[2]
+			}
+			if m := unknownFieldRE.FindStringSubmatch(fe.Problem); m != nil {
+				fe.Path, fe.Rule, fe.Problem = idx.unknownField(fe.Line, m[1])
+			} else {
+				fe.Problem = goTypes.Replace(fe.Problem)
 			}
 			ve.Errors = append(ve.Errors, fe)
 		}
@@ -304,8 +349,55 @@ func yamlError(err error) error {
 	return &ValidationError{Errors: []FieldError{fe}}
 }
 
-// indexLines records the line of every mapping value and sequence item by path.
-func indexLines(n *yaml.Node, path string, out map[string]int) {
+// unknownField describes the unknown field named field on line: its path, the
+// rule it is in, and the fields that are allowed there.
+func (idx *docIndex) unknownField(line int, field string) (path, rule, problem string) {
+	problem = fmt.Sprintf("unknown field %q", field)
+	if idx == nil {
+		return "", "", problem
+	}
+	for p, l := range idx.lines {
+		if l != line || !(p == field || strings.HasSuffix(p, "."+field)) {
+			continue
+		}
+		if path == "" || p < path {
+			path = p
+		}
+	}
+	if path == "" {
+		return "", "", problem
+	}
+	if m := ruleIndexRE.FindStringSubmatch(path); m != nil {
+		rule = idx.names[m[1]]
+		if rule == "" {
+			rule = "#" + m[1][strings.LastIndex(m[1], "[")+1:len(m[1])-1]
+		}
+	}
+	parent := strings.TrimSuffix(strings.TrimSuffix(path, field), ".")
+	generic := listIndexRE.ReplaceAllString(parent, "[]")
+	allowed := "generation, tenants"
+	if parent != "" {
+		allowed = ""
+		for _, k := range knownFields {
+			if strings.HasSuffix(generic, k.suffix) {
+				allowed = k.fields
+				break
+			}
+		}
+	}
+	if parent == "" && !strings.HasPrefix(path, "tenants") && idx.lines["rules"] > 0 {
+		allowed = "id, rules" // a guild document of the admin API
+	}
+	if allowed != "" {
+		problem += " (allowed here: " + allowed + ")"
+	}
+	return path, rule, problem
+}
+
+// indexLines records the line of every mapping value and sequence item by
+// path, and the name of every list item that has one.
+func indexLines(n *yaml.Node, path string, idx *docIndex) {
+	out := idx.lines
 	if n == nil || len(out) > 1<<16 {
 		return
 	}
@@ -321,11 +413,14 @@ func indexLines(n *yaml.Node, path string, out map[string]int) {
 				p = path + "." + k
 			}
 			out[p] = n.Content[i].Line
-			indexLines(n.Content[i+1], p, out)
+			if k == "name" && n.Content[i+1].Kind == yaml.ScalarNode {
+				idx.names[path] = n.Content[i+1].Value
+			}
+			indexLines(n.Content[i+1], p, idx)
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
-			indexLines(c, path+"["+strconv.Itoa(i)+"]", out)
+			indexLines(c, path+"["+strconv.Itoa(i)+"]", idx)
 		}
 	}
 }
@@ -366,6 +461,9 @@ func join(prefix, field string) string {
 }
 
 func (v *validator) file(f *File) {
+	if f.Generation < 0 {
+		v.add("generation", "", fmt.Sprintf("generation %d: want 0 or more", f.Generation))
+	}
 	if len(f.Tenants) == 0 {
 		v.add("tenants", "", "no tenants: list at least one tenant with its guilds")
 	}
@@ -406,6 +504,11 @@ func (v *validator) file(f *File) {
 }
 
 func (v *validator) guild(prefix string, g *GuildSpec) {
+	if g.Rules == nil && v.lines != nil {
+		// A document must say `rules: []` to manage nothing on purpose; a
+		// missing or null list is most likely a mistake.
+		v.add(join(prefix, "rules"), "", "rules is missing or null: list the rules, or write `rules: []` for a guild whose roles scimcord should not manage")
+	}
 	if len(g.Rules) > MaxRules {
 		v.add(join(prefix, "rules"), "", fmt.Sprintf("%d rules, over the limit of %d", len(g.Rules), MaxRules))
 		return
@@ -495,6 +598,9 @@ func (v *validator) guild(prefix string, g *GuildSpec) {
 			}
 			if len(ro.Name) > MaxNameLen || (ro.Name != "" && strings.TrimSpace(ro.Name) == "") {
 				v.add(rp+".name", rn, fmt.Sprintf("role name: want 1-%d characters, not only spaces", MaxNameLen))
+			}
+			if IsEveryone(ro.Name) {
+				v.add(rp+".name", rn, "role name @everyone is the guild's default role, which cannot be granted or removed")
 			}
 			if k, dup := rseen[ro.Key()]; dup {
 				v.add(rp, rn, fmt.Sprintf("role %s is listed twice (also roles[%d])", ro, k))

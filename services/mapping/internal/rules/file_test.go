@@ -41,7 +41,20 @@ func TestDecodeFileRejectsWithSpecificErrors(t *testing.T) {
 		want []string // substrings of the error
 	}{
 		{"unknown field is named with its line", head + "          - name: x\n            group: [{display_name: A}]\n            roles: [{id: \"1100000000000000101\"}]\n",
-			[]string{"line 7", "field group not found"}},
+			[]string{"line 7", "rule x", "rules[0].group:", `unknown field "group"`, "allowed here: name, description"}},
+		{"unknown field in a role names the rule, field and line, not a Go type", head + "          - name: eng\n            groups: [{display_name: A}]\n            roles:\n              - id: \"1100000000000000101\"\n                colour: red\n",
+			[]string{"line 10", "rule eng", "rules[0].roles[0].colour", `unknown field "colour"`, "allowed here: id, name"}},
+		{"unknown top-level field", "generation: 1\nversion: 2\n" + head + "          - name: s\n            all_active_users: true\n            roles: [{id: \"1100000000000000103\"}]\n",
+			[]string{"line 2", `unknown field "version"`, "allowed here: generation, tenants"}},
+		{"role named @everyone", head + "          - name: a\n            all_active_users: true\n            roles: [{name: \"@everyone\"}]\n",
+			[]string{"line 8", "rule a", "roles[0].name", "@everyone"}},
+		{"role named @Everyone with spaces", head + "          - name: a\n            all_active_users: true\n            roles: [{name: \" @Everyone \"}]\n",
+			[]string{"rule a", "@everyone"}},
+		{"rules missing", "tenants:\n  - id: dev\n    guilds:\n      - id: \"1100000000000000000\"\n",
+			[]string{"guilds[0].rules", "missing or null", "rules: []"}},
+		{"rules null", head, []string{"guilds[0].rules", "missing or null"}},
+		{"negative generation", "generation: -1\n" + head + "          - name: s\n            all_active_users: true\n            roles: [{id: \"1100000000000000103\"}]\n",
+			[]string{"generation -1"}},
 		{"role id that is not a snowflake", head + "          - name: eng\n            groups: [{display_name: A}]\n            roles: [{id: \"123\"}]\n",
 			[]string{"line 8", "rule eng", "rules[0].roles[0].id", "snowflake"}},
 		{"unquoted huge role id still checked as text", head + "          - name: eng\n            groups: [{display_name: A}]\n            roles: [{id: 1.1e18}]\n",
@@ -92,6 +105,38 @@ func TestDecodeFileRejectsWithSpecificErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestDecodeFileAcceptsAGenerationAndAnExplicitlyEmptyRuleSet(t *testing.T) {
+	t.Parallel()
+	f, err := DecodeFile([]byte("generation: 42\ntenants:\n  - id: dev\n    guilds:\n      - id: \"1100000000000000000\"\n        rules: []\n"))
+	if err != nil {
+		t.Fatalf("DecodeFile: %v", err)
+	}
+	if f.Generation != 42 || f.Tenants[0].Guilds[0].Rules == nil {
+		t.Errorf("file = %+v, want generation 42 and an empty (not nil) rule list", f)
+	}
+	g, err := DecodeGuild("dev", "1100000000000000000", []byte("rules: []\n"))
+	if err != nil || g.Rules == nil {
+		t.Fatalf("DecodeGuild(rules: []) = %+v, %v", g, err)
+	}
+	// The stored form of an empty rule set decodes again.
+	y, err := EncodeGuild(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeGuild("dev", "1100000000000000000", y); err != nil {
+		t.Errorf("re-decode of %q: %v", y, err)
+	}
+	for _, doc := range []string{"rules:\n", "{}", "id: \"1100000000000000000\"\n"} {
+		if _, err := DecodeGuild("dev", "1100000000000000000", []byte(doc)); err == nil || !strings.Contains(err.Error(), "missing or null") {
+			t.Errorf("DecodeGuild(%q) = %v, want missing or null", doc, err)
+		}
+	}
+	_, err = DecodeGuild("dev", "1100000000000000000", []byte("rules: []\nrulez: []\n"))
+	if err == nil || !strings.Contains(err.Error(), `unknown field "rulez" (allowed here: id, rules)`) {
+		t.Errorf("guild document with an unknown field: %v", err)
 	}
 }
 

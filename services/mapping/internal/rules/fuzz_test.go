@@ -11,7 +11,7 @@ func FuzzDecodeFile(f *testing.F) {
 		f.Add(dev)
 	}
 	f.Add([]byte(head + kindsIndented()))
-	f.Add([]byte("tenants: [{id: dev, guilds: [{id: \"1100000000000000000\", rules: [{name: a, when: 'user.active', roles: [{name: X}]}]}]}]"))
+	f.Add([]byte("tenants: [{id: dev, guilds: [{id: \"1100000000000000000\", rules: [{name: a, when: 'user.active == true', roles: [{name: X}]}]}]}]"))
 	f.Add([]byte("tenants:\n  - id: dev\n    guilds: &a\n      - id: *a\n"))
 	f.Add([]byte("{}"))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -27,7 +27,9 @@ func FuzzDecodeFile(f *testing.F) {
 				if err != nil {
 					t.Fatalf("decoded rule set does not compile: %v", err)
 				}
-				rs.Resolve(context.Background(), &Member{Active: true, Groups: []Group{{DisplayName: "Engineering"}}, UserJSON: []byte(`{"title":"Lead"}`)})
+				if _, err := rs.Resolve(context.Background(), &Member{Active: true, Groups: []Group{{DisplayName: "Engineering"}}, UserJSON: []byte(`{"title":"Lead"}`)}); err != nil {
+					t.Fatalf("resolve: %v", err)
+				}
 				y, err := EncodeGuild(g)
 				if err != nil {
 					t.Fatalf("encode: %v", err)

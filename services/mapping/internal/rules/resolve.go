@@ -2,10 +2,13 @@ package rules
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Member is what a rule set is evaluated against: one SCIM user.
@@ -36,7 +39,7 @@ type RuleSet struct {
 	rules     []compiled
 	byID      map[string][]int
 	byExt     map[string][]int
-	byName    map[string][]int // lower-cased displayName
+	byName    map[string][]int // FoldName(displayName)
 	allActive []int
 	exprOnly  []int // rules with when and no groups
 	managed   []RoleRef
@@ -77,7 +80,7 @@ func Compile(tenant string, version uint64, g *GuildSpec) (*RuleSet, error) {
 			case gm.ExternalID != "":
 				rs.byExt[gm.ExternalID] = appendOnce(rs.byExt[gm.ExternalID], i)
 			default:
-				k := strings.ToLower(gm.DisplayName)
+				k := FoldName(gm.DisplayName)
 				rs.byName[k] = appendOnce(rs.byName[k], i)
 			}
 		}
@@ -113,12 +116,49 @@ func (rs *RuleSet) Managed() []RoleRef { return rs.managed }
 // Len is the number of rules.
 func (rs *RuleSet) Len() int { return len(rs.rules) }
 
+// FoldName is the one case-insensitive key of group display names, used by
+// Resolve and Explain alike: every rune is replaced by the smallest rune of
+// its Unicode simple case-folding orbit, so two names have the same key
+// exactly when strings.EqualFold says they are equal ("ΟΔΟΣ" = "οδος";
+// "İnfra" ≠ "infra", as U+0130 folds to no ASCII letter).
+func FoldName(s string) string {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return strings.ToLower(s)
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		lo := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			lo = min(lo, f)
+		}
+		// Keep ASCII letters lower-case, like the ASCII path.
+		if lo >= 'A' && lo <= 'Z' {
+			lo += 'a' - 'A'
+		}
+		b.WriteRune(lo)
+	}
+	return b.String()
+}
+
 // Resolve returns the roles the member should have, sorted by Key. An
 // inactive member gets none. A CEL condition that fails to evaluate does not
-// match (Explain reports the error).
-func (rs *RuleSet) Resolve(ctx context.Context, m *Member) []RoleRef {
+// match (Explain reports the error), but a user JSON that is not a readable
+// JSON object is an error (ErrUserJSON): the member cannot be resolved, which
+// is different from "no CEL rule matches".
+func (rs *RuleSet) Resolve(ctx context.Context, m *Member) ([]RoleRef, error) {
+	if err := CheckUserJSON(m.UserJSON); err != nil {
+		return nil, err
+	}
 	if !m.Active || len(rs.rules) == 0 {
-		return nil
+		return nil, nil
 	}
 	hit := make(map[string]RoleRef, 4)
 	grant := func(i int) {
@@ -130,13 +170,17 @@ func (rs *RuleSet) Resolve(ctx context.Context, m *Member) []RoleRef {
 	}
 	in := &Input{Member: m}
 	matched := make(map[int]bool, 4)
+	var bad error
 	check := func(i int) {
 		if done, ok := matched[i]; ok && done {
 			return
 		}
 		ok := true
 		if e := rs.rules[i].expr; e != nil {
-			ok, _ = e.Eval(ctx, in)
+			var err error
+			if ok, err = e.Eval(ctx, in); errors.Is(err, ErrUserJSON) {
+				bad = err
+			}
 		}
 		matched[i] = true
 		if ok {
@@ -154,7 +198,10 @@ func (rs *RuleSet) Resolve(ctx context.Context, m *Member) []RoleRef {
 	for _, i := range rs.exprOnly {
 		check(i)
 	}
-	return sortedRoles(hit)
+	if bad != nil {
+		return nil, bad
+	}
+	return sortedRoles(hit), nil
 }
 
 // groupRules lists the rules that one of the group's keys matches.
@@ -167,7 +214,7 @@ func (rs *RuleSet) groupRules(g Group) []int {
 		out = append(out, rs.byExt[g.ExternalID]...)
 	}
 	if g.DisplayName != "" {
-		out = append(out, rs.byName[strings.ToLower(g.DisplayName)]...)
+		out = append(out, rs.byName[FoldName(g.DisplayName)]...)
 	}
 	return out
 }
@@ -177,6 +224,7 @@ type RuleOutcome struct {
 	Rule    string
 	Matched bool
 	Reason  string
+	err     error // ErrUserJSON: the member cannot be explained
 }
 
 // RoleDecision explains one managed role: granted or not, and every rule that
@@ -188,8 +236,12 @@ type RoleDecision struct {
 }
 
 // Explain evaluates every rule for the member and explains every managed role.
-// The granted roles are exactly those of Resolve.
-func (rs *RuleSet) Explain(ctx context.Context, m *Member) []RoleDecision {
+// The granted roles are exactly those of Resolve; like Resolve, it refuses a
+// user JSON that is not a readable JSON object (ErrUserJSON).
+func (rs *RuleSet) Explain(ctx context.Context, m *Member) ([]RoleDecision, error) {
+	if err := CheckUserJSON(m.UserJSON); err != nil {
+		return nil, err
+	}
 	outcomes := make([]RuleOutcome, len(rs.rules))
 	in := &Input{Member: m}
 	for i, c := range rs.rules {
@@ -208,7 +260,12 @@ func (rs *RuleSet) Explain(ctx context.Context, m *Member) []RoleDecision {
 		}
 		out = append(out, d)
 	}
-	return out
+	for _, o := range outcomes {
+		if o.err != nil {
+			return nil, o.err
+		}
+	}
+	return out, nil
 }
 
 func (rs *RuleSet) explainRule(ctx context.Context, c compiled, m *Member, in *Input) RuleOutcome {
@@ -239,6 +296,9 @@ func (rs *RuleSet) explainRule(ctx context.Context, c compiled, m *Member, in *I
 		ok, err := c.expr.Eval(ctx, in)
 		switch {
 		case err != nil:
+			if errors.Is(err, ErrUserJSON) {
+				o.err = err
+			}
 			o.Reason = fmt.Sprintf("condition %q could not be evaluated: %v", c.expr, err)
 			return o
 		case !ok:
@@ -258,7 +318,7 @@ func matchGroup(want []GroupMatch, have []Group) (Group, GroupMatch, bool) {
 			switch {
 			case gm.ID != "" && gm.ID == g.ID,
 				gm.ExternalID != "" && gm.ExternalID == g.ExternalID,
-				gm.DisplayName != "" && strings.EqualFold(gm.DisplayName, g.DisplayName):
+				gm.DisplayName != "" && FoldName(gm.DisplayName) == FoldName(g.DisplayName):
 				return g, gm, true
 			}
 		}
