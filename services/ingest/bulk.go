@@ -11,6 +11,7 @@ import (
 type bulkOp struct {
 	method, bulkID, path, version string
 	data                          any
+	err                           error // refused before running (a duplicate bulkId)
 }
 
 // handleBulk is POST /Bulk: operations run in order; an operation that
@@ -41,6 +42,7 @@ func (s *Service) handleBulk(q *request) {
 		failOn = n
 	}
 	ops := make([]bulkOp, 0, len(rawOps))
+	seenBulkIDs := map[string]struct{}{}
 	for i, r := range rawOps {
 		m, ok := r.(map[string]any)
 		if !ok {
@@ -57,6 +59,14 @@ func (s *Service) handleBulk(q *request) {
 			s.writeError(q, badRequest(scimInvalidValue, "Operations[%d]: POST needs a bulkId", i))
 			return
 		}
+		if op.bulkID != "" {
+			if _, dup := seenBulkIDs[op.bulkID]; dup {
+				// RFC 7644 §3.7: a bulkId identifies one operation; a second
+				// one would make references ambiguous.
+				op.err = badRequest(scimInvalidValue, "bulkId %q is already used by an earlier operation of this request", truncate(op.bulkID, 100))
+			}
+			seenBulkIDs[op.bulkID] = struct{}{}
+		}
 		ops = append(ops, op)
 	}
 	ids := map[string]string{} // bulkId → created id
@@ -67,6 +77,12 @@ func (s *Service) handleBulk(q *request) {
 		progress = false
 		for i, op := range ops {
 			if done[i] || (failOn > 0 && errorsSeen >= failOn) {
+				continue
+			}
+			if op.err != nil {
+				done[i], progress = true, true
+				results[i] = bulkFailure(op, op.err)
+				errorsSeen++
 				continue
 			}
 			data, path, ok := resolveBulkIDs(op, ids)
@@ -135,6 +151,16 @@ func resolveBulkIDs(op bulkOp, ids map[string]string) (any, string, bool) {
 		parts[i] = walk(p).(string)
 	}
 	return data, strings.Join(parts, "/"), ok
+}
+
+// bulkFailure is the result entry of an operation that failed with err.
+func bulkFailure(op bulkOp, err error) map[string]any {
+	e := toSCIM(err)
+	res := map[string]any{"method": op.method, "status": strconv.Itoa(e.Status), "response": errorBody(e)}
+	if op.bulkID != "" {
+		res["bulkId"] = op.bulkID
+	}
+	return res
 }
 
 // bulkOne runs one bulk operation and returns its result entry.

@@ -270,3 +270,43 @@ func TestSortByUsesPrimaryAndPlacesMissingValues(t *testing.T) {
 		t.Errorf("sortBy emails: %v", r.ids())
 	}
 }
+
+// TestBulkRefusesDuplicateBulkIDs: a second operation with a bulkId
+// already used is 400 invalidValue; references bind to the first (finding
+// 5, RFC 7644 §3.7).
+func TestBulkRefusesDuplicateBulkIDs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	body := map[string]any{
+		"schemas": []string{"urn:ietf:params:scim:api:messages:2.0:BulkRequest"},
+		"Operations": []any{
+			map[string]any{"method": "POST", "path": "/Users", "bulkId": "u", "data": map[string]any{"userName": "bulk-first@example.com"}},
+			map[string]any{"method": "POST", "path": "/Users", "bulkId": "u", "data": map[string]any{"userName": "bulk-second@example.com"}},
+			map[string]any{"method": "POST", "path": "/Groups", "bulkId": "g", "data": map[string]any{"displayName": "Bulk dup", "members": []any{map[string]any{"value": "bulkId:u"}}}},
+		},
+	}
+	r := e.do("POST", "/Bulk", body)
+	if r.status != 200 {
+		t.Fatalf("bulk: %d %s", r.status, r.raw)
+	}
+	ops := asAnyList(r.body["Operations"])
+	if len(ops) != 3 {
+		t.Fatalf("results: %s", r.raw)
+	}
+	st := func(i int) string { return ops[i].(map[string]any)["status"].(string) }
+	if st(0) != "201" || st(1) != "400" || st(2) != "201" {
+		t.Fatalf("statuses %s %s %s: %s", st(0), st(1), st(2), r.raw)
+	}
+	if resp := ops[1].(map[string]any)["response"].(map[string]any); resp["scimType"] != "invalidValue" {
+		t.Errorf("duplicate: %v", resp)
+	}
+	if l := e.do("GET", "/Users?filter="+url.QueryEscape(`userName eq "bulk-second@example.com"`), nil); l.body["totalResults"].(float64) != 0 {
+		t.Errorf("the duplicate was created: %s", l.raw)
+	}
+	first := e.do("GET", "/Users?filter="+url.QueryEscape(`userName eq "bulk-first@example.com"`), nil).ids()
+	loc, _ := ops[2].(map[string]any)["location"].(string)
+	g := e.do("GET", loc[strings.LastIndex(loc, "/Groups/"):], nil)
+	if len(first) != 1 || !strings.Contains(string(g.raw), first[0]) {
+		t.Errorf("the reference did not bind to the first bulkId: %v %s", first, g.raw)
+	}
+}
