@@ -310,3 +310,53 @@ func TestBulkRefusesDuplicateBulkIDs(t *testing.T) {
 		t.Errorf("the reference did not bind to the first bulkId: %v %s", first, g.raw)
 	}
 }
+
+// primaries lists the values of attr marked primary in a user.
+func primaries(r resp, attr string) []string {
+	var out []string
+	for _, x := range asAnyList(r.body[attr]) {
+		m := x.(map[string]any)
+		if m["primary"] == true {
+			out = append(out, fmt.Sprint(m["value"]))
+		}
+	}
+	return out
+}
+
+// TestAtMostOnePrimary: two primary values in a POST or PUT are 400
+// invalidValue (RFC 7643 §2.4); a PATCH that makes a value primary takes
+// the flag from the previous one (RFC 7644 §3.5.2.1) (finding 6).
+func TestAtMostOnePrimary(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	two := []any{map[string]any{"value": "a@example.com", "primary": true}, map[string]any{"value": "b@example.com", "primary": true}}
+	if r := e.do("POST", "/Users", map[string]any{"userName": "prim0@example.com", "emails": two}); r.status != 400 || r.str("scimType") != "invalidValue" {
+		t.Errorf("POST with two primary emails: %d %s", r.status, r.raw)
+	}
+	uid := e.mustCreateUser("prim@example.com") // one primary work e-mail
+	phones := []any{map[string]any{"value": "1", "primary": true}, map[string]any{"value": "2", "primary": "True"}}
+	if r := e.do("PUT", "/Users/"+uid, map[string]any{"userName": "prim@example.com", "phoneNumbers": phones}); r.status != 400 || r.str("scimType") != "invalidValue" {
+		t.Errorf("PUT with two primary phoneNumbers: %d %s", r.status, r.raw)
+	}
+	if r := e.do("PATCH", "/Users/"+uid, patchBody(map[string]any{"op": "replace", "path": "emails", "value": two})); r.status != 400 {
+		t.Errorf("PATCH replace with two primaries: %d %s", r.status, r.raw)
+	}
+	steps := []struct {
+		name string
+		op   map[string]any
+		want string
+	}{
+		{"add a new primary", map[string]any{"op": "add", "path": "emails", "value": []any{map[string]any{"value": "home@example.com", "type": "home", "primary": true}}}, "home@example.com"},
+		{"filtered primary", map[string]any{"op": "replace", "path": `emails[type eq "work"].primary`, "value": true}, "prim@example.com"},
+		{"no-path add", map[string]any{"op": "add", "value": map[string]any{"emails": []any{map[string]any{"value": "other@example.com", "type": "other", "primary": true}}}}, "other@example.com"},
+	}
+	for _, st := range steps {
+		if r := e.do("PATCH", "/Users/"+uid, patchBody(st.op)); r.status != 204 {
+			t.Fatalf("%s: %d %s", st.name, r.status, r.raw)
+		}
+		r := e.do("GET", "/Users/"+uid, nil)
+		if got := primaries(r, "emails"); len(got) != 1 || got[0] != st.want {
+			t.Errorf("%s: primary e-mails %v, want [%s]: %s", st.name, got, st.want, r.raw)
+		}
+	}
+}

@@ -176,6 +176,11 @@ func normalizeValue(urn string, a *attr, v any) (any, error) {
 		if len(out) == 0 {
 			return nil, nil
 		}
+		if a.sub("primary") != nil && countPrimary(out) > 1 {
+			// RFC 7643 §2.4: the primary attribute value "true" MUST appear
+			// no more than once.
+			return nil, badRequest(scimInvalidValue, "%s has more than one value with primary true", a.Name)
+		}
 		return out, nil
 	}
 	return normalizeSingle(urn, a, v)
@@ -284,5 +289,46 @@ func normalizeSingle(urn string, a *attr, v any) (any, error) {
 			}
 		}
 		return nil, badRequest(scimInvalidValue, "%s must be a string", name)
+	}
+}
+
+// isPrimary reports whether a value of a multi-valued attribute is marked
+// primary (a boolean, or Entra's "True" string before normalisation).
+func isPrimary(el any) bool {
+	m, ok := el.(map[string]any)
+	if !ok {
+		return false
+	}
+	switch v := getFold(m, "primary").(type) {
+	case bool:
+		return v
+	case string:
+		return strings.EqualFold(strings.TrimSpace(v), "true")
+	}
+	return false
+}
+
+func countPrimary(list []any) int {
+	n := 0
+	for _, el := range list {
+		if isPrimary(el) {
+			n++
+		}
+	}
+	return n
+}
+
+// clearPrimary removes the primary flag of every value of list except
+// those keep reports (RFC 7644 §3.5.2.1: a new primary value makes the
+// previous one non-primary).
+func clearPrimary(list []any, keep func(i int) bool) {
+	for i, el := range list {
+		if m, ok := el.(map[string]any); ok && !keep(i) {
+			for k := range m {
+				if strings.EqualFold(k, "primary") {
+					delete(m, k)
+				}
+			}
+		}
 	}
 }

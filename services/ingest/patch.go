@@ -261,6 +261,9 @@ func applyPath(k resourceKind, doc map[string]any, op patchOp, pp *parsedPath) e
 		}
 		if a.Multi {
 			list := asList(c[a.Name])
+			if a.sub("primary") != nil && countPrimary(asList(nv)) > 0 {
+				clearPrimary(list, func(int) bool { return false }) // the added value is the new primary
+			}
 			for _, el := range asList(nv) {
 				if !containsEqual(list, el) {
 					list = append(list, el)
@@ -313,10 +316,12 @@ func applyFiltered(k resourceKind, c map[string]any, op patchOp, pp *parsedPath)
 	list := asList(c[a.Name])
 	matched := false
 	var out []any
+	var touched []bool // parallel to out: the values this operation wrote
 	for _, el := range list {
 		m, ok := el.(map[string]any)
 		if !ok || !evalFilter(k, pp.filter, m, a) {
 			out = append(out, el)
+			touched = append(touched, false)
 			continue
 		}
 		matched = true
@@ -343,6 +348,7 @@ func applyFiltered(k resourceKind, c map[string]any, op patchOp, pp *parsedPath)
 			}
 		}
 		out = append(out, el)
+		touched = append(touched, true)
 	}
 	if !matched && op.Op != "remove" {
 		// Dialect "filter that matches nothing creates the element" (Entra:
@@ -361,6 +367,17 @@ func applyFiltered(k resourceKind, c map[string]any, op patchOp, pp *parsedPath)
 			}
 		}
 		out = append(out, el)
+		touched = append(touched, true)
+	}
+	if op.Op != "remove" && a.sub("primary") != nil {
+		// A value this operation made primary takes the flag from the
+		// others (RFC 7644 §3.5.2.1).
+		for i, el := range out {
+			if touched[i] && isPrimary(el) {
+				clearPrimary(out, func(j int) bool { return touched[j] })
+				break
+			}
+		}
 	}
 	c[a.Name] = out
 	return nil
