@@ -410,6 +410,14 @@ func (t *Ticket) Observe(resp *http.Response) {
 		if !b.known && t.probing {
 			// A route without a bucket: only the global limit applies.
 			b.known, b.limit, b.remaining, b.pending = true, 1<<30, 1<<30, true
+		} else if b.known && b.pending && t.epoch == b.epoch {
+			// An answer without (valid) rate-limit headers cannot tell the
+			// reset: do not wait for one that may never come. The bucket is
+			// refilled once the burst's answers are in.
+			b.pending = false
+			if now.After(b.resetAt) {
+				b.resetAt = now
+			}
 		}
 		return
 	}

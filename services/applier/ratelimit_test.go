@@ -173,3 +173,27 @@ func FuzzLimiterObserveHeaders(f *testing.F) {
 		}
 	})
 }
+
+// A bucket learned from headers must not stall when later answers carry no
+// rate-limit headers (a proxy that strips them, an emulator profile without
+// limits): the reset it waits for would never come.
+func TestLimiterKeepsGoingWhenRateLimitHeadersDisappear(t *testing.T) {
+	t.Parallel()
+	l, clock := newTestLimiter(50 * time.Millisecond)
+	r := Route{"GET member", "g1"}
+	tk, err := l.Acquire(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.Observe(resp(200, bucketHeaders("h1", 2, 1, 1)...)) // learned: 2 per second
+	for i := range 10 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		tk, err := l.Acquire(ctx, r)
+		cancel()
+		if err != nil {
+			t.Fatalf("request %d after the headers disappeared: %v", i, err)
+		}
+		tk.Observe(resp(200)) // no headers
+		clock.t = clock.t.Add(time.Second)
+	}
+}
