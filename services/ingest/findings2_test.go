@@ -360,3 +360,50 @@ func TestAtMostOnePrimary(t *testing.T) {
 		}
 	}
 }
+
+// TestPatchPathBareSchemaURN: a PATCH path that is a schema URN applies
+// the value's attributes on that schema, never answers 2xx while dropping
+// them (finding 7).
+func TestPatchPathBareSchemaURN(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	uid := e.mustCreateUser("urnpath@example.com")
+	const ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	steps := []struct {
+		name   string
+		op     map[string]any
+		status int
+		check  func(doc map[string]any) bool
+	}{
+		{"extension URN", map[string]any{"op": "add", "path": ent, "value": map[string]any{"costCenter": "C", "department": "D"}}, 204,
+			func(d map[string]any) bool {
+				x, _ := d[ent].(map[string]any)
+				return x["costCenter"] == "C" && x["department"] == "D"
+			}},
+		{"core URN", map[string]any{"op": "Replace", "path": "urn:ietf:params:scim:schemas:core:2.0:User", "value": map[string]any{"title": "T", "name": map[string]any{"givenName": "G"}}}, 204,
+			func(d map[string]any) bool {
+				n, _ := d["name"].(map[string]any)
+				return d["title"] == "T" && n["givenName"] == "G"
+			}},
+		{"extension URN in another case", map[string]any{"op": "replace", "path": strings.ToUpper(ent[:3]) + ent[3:], "value": map[string]any{"costCenter": "C2"}}, 204,
+			func(d map[string]any) bool {
+				x, _ := d[ent].(map[string]any)
+				return x["costCenter"] == "C2" && x["department"] == "D"
+			}},
+		{"a non-object value", map[string]any{"op": "replace", "path": ent, "value": "C"}, 400, nil},
+		{"remove of the core URN", map[string]any{"op": "remove", "path": "urn:ietf:params:scim:schemas:core:2.0:User"}, 400, nil},
+		{"remove of the extension URN", map[string]any{"op": "remove", "path": ent}, 204,
+			func(d map[string]any) bool { _, ok := d[ent]; return !ok && d["title"] == "T" }},
+	}
+	for _, st := range steps {
+		r := e.do("PATCH", "/Users/"+uid, patchBody(st.op))
+		if r.status != st.status {
+			t.Fatalf("%s: %d %s", st.name, r.status, r.raw)
+		}
+		if st.check != nil {
+			if g := e.do("GET", "/Users/"+uid, nil); !st.check(g.body) {
+				t.Errorf("%s: %s", st.name, g.raw)
+			}
+		}
+	}
+}

@@ -69,7 +69,7 @@ func parsePatch(body map[string]any) ([]patchOp, error) {
 // "urn:…:enterprise:2.0:User:department" are paths, not attribute names.
 func expandNoPath(k resourceKind, op patchOp) ([]patchOp, error) {
 	if op.Path != "" {
-		return []patchOp{op}, nil
+		return expandSchemaPath(k, op)
 	}
 	if op.Op == "remove" {
 		return nil, badRequest(scimNoTarget, "remove needs a path")
@@ -96,6 +96,41 @@ func expandNoPath(k resourceKind, op patchOp) ([]patchOp, error) {
 		out = append(out, patchOp{Op: op.Op, Path: key, Value: v, expanded: true})
 	}
 	return out, nil
+}
+
+// expandSchemaPath handles a path that is a bare schema URN (Entra-style
+// `"path": "urn:…:enterprise:2.0:User", "value": {"costCenter": "C"}`, or
+// the core URN with core attributes): the value's attributes are applied
+// as by an operation without path on that schema (RFC 7644 §3.5.2 paths
+// name attributes; a schema URN is read as its whole set). remove of an
+// extension URN removes every attribute of the extension; remove of the
+// core URN is 400 noTarget (it would remove userName). Other paths pass
+// through unchanged.
+func expandSchemaPath(k resourceKind, op patchOp) ([]patchOp, error) {
+	core, _ := schemasFor(k)
+	ext := extensionByURN(k, op.Path)
+	isCore := strings.EqualFold(op.Path, core.ID)
+	if ext == nil && !isCore {
+		return []patchOp{op}, nil
+	}
+	if op.Op == "remove" {
+		if isCore {
+			return nil, badRequest(scimNoTarget, "remove of the core schema %s needs an attribute path", core.ID)
+		}
+		out := make([]patchOp, 0, len(ext.Attrs))
+		for _, a := range ext.Attrs {
+			out = append(out, patchOp{Op: "remove", Path: ext.ID + ":" + a.Name})
+		}
+		return out, nil
+	}
+	v, ok := op.Value.(map[string]any)
+	if !ok {
+		return nil, badRequest(scimInvalidValue, "%s with path %s needs an object value", op.Op, truncate(op.Path, 200))
+	}
+	if ext != nil {
+		v = map[string]any{ext.ID: v}
+	}
+	return expandNoPath(k, patchOp{Op: op.Op, Value: v})
 }
 
 // parsedPath is a PATCH path resolved against the schema.
