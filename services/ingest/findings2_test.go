@@ -407,3 +407,59 @@ func TestPatchPathBareSchemaURN(t *testing.T) {
 		}
 	}
 }
+
+// streamLastSeq is the last sequence of the resource bucket's stream.
+func (e *env) streamLastSeq() uint64 {
+	e.t.Helper()
+	st, err := e.js.Stream(context.Background(), "KV_scim")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return info.State.LastSeq
+}
+
+// TestNoOpUserWritesStoreNothing: a PUT or PATCH that leaves a user as it
+// is writes no record (same ETag, no UPDATE event); a real change still
+// does (finding 8).
+func TestNoOpUserWritesStoreNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 2)
+	body := userBody("noop@example.com", map[string]any{"title": "T", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": map[string]any{"department": "D"}})
+	uid := e.mustCreateUser("noop@example.com", body)
+	v0 := e.do("GET", "/Users/"+uid, nil).header.Get("ETag")
+	seq := e.streamLastSeq()
+	noops := []struct {
+		name, method string
+		body         any
+	}{
+		{"PUT of the same body", "PUT", body},
+		{"PUT with read-only attributes and key case", "PUT", map[string]any{"id": uid, "meta": map[string]any{"version": "x"}, "USERNAME": "noop@example.com", "title": "T",
+			"name": map[string]any{"givenName": "Test", "familyName": "User"}, "emails": []any{map[string]any{"value": "noop@example.com", "type": "work", "primary": true}}, "active": true,
+			"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": map[string]any{"department": "D"}}},
+		{"PATCH replace with the current value", "PATCH", patchBody(map[string]any{"op": "replace", "path": "title", "value": "T"})},
+		{"PATCH no-path with current values", "PATCH", patchBody(map[string]any{"op": "replace", "value": map[string]any{"active": "True", "name.givenName": "Test"}})},
+		{"PATCH remove of an absent attribute", "PATCH", patchBody(map[string]any{"op": "remove", "path": "nickName"})},
+	}
+	for _, c := range noops {
+		for replica := range 2 { // the second replica decides on the same state
+			r := e.doOn(replica, tokenA, c.method, "/Users/"+uid, c.body, nil)
+			if r.status != 200 && r.status != 204 {
+				t.Fatalf("%s: %d %s", c.name, r.status, r.raw)
+			}
+			if r.header.Get("ETag") != v0 {
+				t.Errorf("%s on replica %d: ETag %s, want %s", c.name, replica, r.header.Get("ETag"), v0)
+			}
+			if got := e.streamLastSeq(); got != seq {
+				t.Errorf("%s on replica %d: stream moved %d → %d", c.name, replica, seq, got)
+				seq = got
+			}
+		}
+	}
+	if r := e.do("PATCH", "/Users/"+uid, patchBody(map[string]any{"op": "replace", "path": "title", "value": "T2"})); r.status != 204 || r.header.Get("ETag") == v0 || e.streamLastSeq() != seq+1 {
+		t.Errorf("a real change: %d ETag %s, stream %d → %d", r.status, r.header.Get("ETag"), seq, e.streamLastSeq())
+	}
+}

@@ -228,6 +228,16 @@ func (s *Service) updateUser(ctx context.Context, tenant, id string, ifMatch str
 			// keeps its state. An omission never grants access (README).
 			newDoc["active"] = cur.active
 		}
+		// A change that leaves the stored representation as it is writes
+		// nothing (no new ETag, no UPDATE event for the applier), as for
+		// groups. cur is the authoritative state: the write barrier above
+		// (or the re-read after a lost CAS) made the view current.
+		if before, err := decodeObject(cur.raw); err == nil {
+			newDoc["id"], newDoc["meta"], newDoc["schemas"] = before["id"], before["meta"], before["schemas"]
+			if jsonEqual(before, newDoc) {
+				return cur, nil
+			}
+		}
 		now := time.Now().UTC()
 		finishDoc(newDoc, id, "User", created, now)
 		ev, err := userEvent(tenant, eventv1.Operation_OPERATION_UPDATE, newDoc, cur.version+1, now, false)
