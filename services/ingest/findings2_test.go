@@ -463,3 +463,31 @@ func TestNoOpUserWritesStoreNothing(t *testing.T) {
 		t.Errorf("a real change: %d ETag %s, stream %d → %d", r.status, r.header.Get("ETag"), seq, e.streamLastSeq())
 	}
 }
+
+// TestProjectionKeepsAlwaysReturnedAndTrimsSchemas: excludedAttributes
+// never removes a returned "always" attribute (id, userName), and after a
+// projection "schemas" lists only the extensions still present (finding 9).
+func TestProjectionKeepsAlwaysReturnedAndTrimsSchemas(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	const ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	uid := e.mustCreateUser("proj@example.com", map[string]any{"title": "T", ent: map[string]any{"department": "D"}})
+	schemasOf := func(r resp) string { return fmt.Sprint(r.body["schemas"]) }
+	r := e.do("GET", "/Users/"+uid+"?excludedAttributes=userName,id,schemas,title", nil)
+	if r.str("userName") != "proj@example.com" || r.str("id") != uid || r.body["schemas"] == nil || r.body["title"] != nil {
+		t.Errorf("excludedAttributes=userName,id,schemas,title: %s", r.raw)
+	}
+	r = e.do("GET", "/Users/"+uid+"?excludedAttributes="+url.QueryEscape(ent), nil)
+	if r.body[ent] != nil || strings.Contains(schemasOf(r), ent) || !strings.Contains(schemasOf(r), "core:2.0:User") {
+		t.Errorf("excluding the extension: %s", r.raw)
+	}
+	r = e.do("GET", "/Users?attributes=title&filter="+url.QueryEscape(`userName eq "proj@example.com"`), nil)
+	res := asAnyList(r.body["Resources"])
+	if len(res) != 1 || strings.Contains(fmt.Sprint(res[0].(map[string]any)["schemas"]), ent) || res[0].(map[string]any)["userName"] == nil {
+		t.Errorf("attributes=title: %s", r.raw)
+	}
+	r = e.do("GET", "/Users/"+uid+"?attributes="+url.QueryEscape(ent+":department"), nil)
+	if !strings.Contains(schemasOf(r), ent) {
+		t.Errorf("attributes of the extension: %s", r.raw)
+	}
+}

@@ -163,13 +163,15 @@ func (p projection) wants(name string) bool {
 	return true
 }
 
-// alwaysReturned are never removed by a projection.
-func alwaysReturned(name string) bool {
-	switch strings.ToLower(name) {
-	case "id", "schemas":
+// alwaysReturned reports whether a top-level attribute is never removed by
+// a projection: "schemas", and the attributes /Schemas lists with
+// returned "always" (id, a user's userName) — RFC 7643 §2.4.
+func alwaysReturned(k resourceKind, name string) bool {
+	if strings.EqualFold(name, "schemas") {
 		return true
 	}
-	return false
+	_, a := lookupAttr(k, "", name)
+	return a != nil && a.Returned == "always"
 }
 
 // apply returns doc reduced per the projection.
@@ -177,21 +179,36 @@ func (p projection) apply(k resourceKind, doc map[string]any) map[string]any {
 	if len(p.attrs) == 0 && len(p.excluded) == 0 {
 		return doc
 	}
+	var out map[string]any
 	if len(p.attrs) > 0 {
-		out := map[string]any{}
+		out = map[string]any{}
 		for key, v := range doc {
-			if alwaysReturned(key) || (k == kindUser && key == "userName") {
+			if alwaysReturned(k, key) {
 				out[key] = v
 			}
 		}
 		for _, a := range p.attrs {
 			copyPath(k, doc, out, a)
 		}
-		return out
+	} else {
+		out = cloneDoc(doc)
+		for _, a := range p.excluded {
+			removePath(k, out, a)
+		}
 	}
-	out := cloneDoc(doc)
-	for _, a := range p.excluded {
-		removePath(k, out, a)
+	// "schemas" names the extensions the representation still carries.
+	if list, ok := out["schemas"].([]any); ok {
+		kept := make([]any, 0, len(list))
+		for _, u := range list {
+			us, _ := u.(string)
+			if extensionByURN(k, us) != nil {
+				if _, present := out[us]; !present {
+					continue
+				}
+			}
+			kept = append(kept, u)
+		}
+		out["schemas"] = kept
 	}
 	return out
 }
@@ -284,7 +301,7 @@ func removePath(k resourceKind, doc map[string]any, p string) {
 			return
 		}
 	}
-	if alwaysReturned(name) && container == "" {
+	if alwaysReturned(k, name) && container == "" {
 		return
 	}
 	if sub == "" {
