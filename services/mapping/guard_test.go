@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/scimcord/scimcord/pkg/eventbus"
+	eventv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/event/v1"
 	mappingv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/mapping/v1"
 	"github.com/scimcord/scimcord/services/mapping"
 )
@@ -103,5 +105,34 @@ func TestUserJSONThatIsNotAnObjectIsInvalidArgument(t *testing.T) {
 	r := resolveDev(t, c, &mappingv1.ResolveRolesRequest{Active: true, UserJson: []byte(`{}`)})
 	if len(r.GetRoleIds()) != 0 {
 		t.Errorf("user_json {}: %v, want no role", r)
+	}
+}
+
+func TestPreviewListsMembersWhoseStoredUserIsNotAnObject(t *testing.T) {
+	t.Parallel()
+	js := startJS(t)
+	seedSCIM(t, js, "dev")
+	ctx := context.Background()
+	st, err := eventbus.OpenStore(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(ctx, eventbus.UserKey("dev", "u05"), &eventv1.Event{TenantId: "dev", Kind: eventv1.ResourceKind_RESOURCE_KIND_USER,
+		Op: eventv1.Operation_OPERATION_CREATE, ResourceId: "u05", Snapshot: []byte(`["not","an","object"]`),
+		Resource: &eventv1.Event_User{User: &eventv1.User{Id: "u05", UserName: "eve", Active: true}}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	svc, _ := startService(t, devConfig(t), mapping.Deps{JS: js})
+	rep, err := svc.Preview(ctx, "dev", devGuild, []byte("rules: [{name: leads, when: 'user.title == \"Lead\"', roles: [{id: \"1100000000000000101\"}]}]\n"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rep.Unresolvable, []string{"u05"}) {
+		t.Errorf("Unresolvable = %v, want [u05]", rep.Unresolvable)
+	}
+	for _, c := range rep.Changes {
+		if c.UserID == "u05" {
+			t.Errorf("u05 reported as a change: %+v", c)
+		}
 	}
 }

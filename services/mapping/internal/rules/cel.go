@@ -108,8 +108,12 @@ type Expr struct {
 func (e *Expr) String() string { return e.src }
 
 // CompileExpr parses and type-checks a condition: it must be a boolean
-// expression over `user` and `groups`.
-func CompileExpr(src string) (*Expr, error) {
+// expression over `user` and `groups` (checked type bool; dyn is refused).
+func CompileExpr(src string) (*Expr, error) { return compileExpr(src, true) }
+
+// compileExpr compiles src; strict refuses a dyn result (every write is
+// strict; a rule set stored before the check existed still loads).
+func compileExpr(src string, strict bool) (*Expr, error) {
 	env, err := celEnv()
 	if err != nil {
 		return nil, fmt.Errorf("cel environment: %w", err)
@@ -132,10 +136,10 @@ func CompileExpr(src string) (*Expr, error) {
 		// type is known only at evaluation), so a bare `user.active` or a
 		// conditional over attributes is refused: compare it (`user.active ==
 		// true`) or convert it (`bool(user.active)`).
-		if out := ast.OutputType(); out.IsDyn() {
+		if out := ast.OutputType(); out.IsDyn() && strict {
 			compileMu.Unlock()
 			return nil, errors.New("CEL expression gives dyn (a user attribute's type is known only at evaluation), want bool: compare it, e.g. user.active == true, or wrap it in bool(...)")
-		} else if !out.IsExactType(types.BoolType) {
+		} else if !out.IsExactType(types.BoolType) && !out.IsDyn() {
 			compileMu.Unlock()
 			return nil, fmt.Errorf("CEL expression gives %s, want bool", out)
 		}

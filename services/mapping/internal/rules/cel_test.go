@@ -187,3 +187,28 @@ func TestResolveAndExplainFoldGroupNamesTheSameWay(t *testing.T) {
 		})
 	}
 }
+
+func TestRuleSetsStoredBeforeTheStricterChecksStillLoad(t *testing.T) {
+	t.Parallel()
+	// Stored (already decoded) rule sets are compiled without the checks added
+	// for writes: a bare dyn condition and the role name @everyone.
+	g := &GuildSpec{ID: "1100000000000000000", Rules: []RuleSpec{
+		{Name: "a", When: "user.active", Roles: []RoleRef{{ID: rEng}}},
+		{Name: "b", AllActiveUsers: true, Roles: []RoleRef{{Name: "@everyone"}}},
+	}}
+	rs, err := Compile("dev", 3, g)
+	if err != nil {
+		t.Fatalf("Compile(stored) = %v, want it to load", err)
+	}
+	if got := keys(resolve(t, rs, &Member{Active: true})); len(got) != 2 || got[0] != rEng {
+		t.Errorf("Resolve = %v", got)
+	}
+	// A write of the same rules is refused.
+	y, err := EncodeGuild(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeGuild("dev", g.ID, y); err == nil || !strings.Contains(err.Error(), "want bool") || !strings.Contains(err.Error(), "@everyone") {
+		t.Errorf("DecodeGuild = %v, want both problems", err)
+	}
+}

@@ -294,8 +294,15 @@ func decodeStrict(data []byte, out any) (map[string]int, error) {
 // docIndex locates the fields of a YAML document: the line of every path and
 // the name of every list item that has one (by the item's path).
 type docIndex struct {
-	lines map[string]int
-	names map[string]string
+	lines   map[string]int
+	names   map[string]string
+	byField map[lineField]string // built on the first unknown field
+}
+
+// lineField is a field name on a line.
+type lineField struct {
+	line  int
+	field string
 }
 
 var (
@@ -356,14 +363,17 @@ func (idx *docIndex) unknownField(line int, field string) (path, rule, problem s
 	if idx == nil {
 		return "", "", problem
 	}
-	for p, l := range idx.lines {
-		if l != line || !(p == field || strings.HasSuffix(p, "."+field)) {
-			continue
-		}
-		if path == "" || p < path {
-			path = p
+	if idx.byField == nil {
+		// One pass, so that many unknown fields cost O(fields), not O(fields²).
+		idx.byField = make(map[lineField]string, len(idx.lines))
+		for p, l := range idx.lines {
+			k := lineField{l, p[strings.LastIndex(p, ".")+1:]}
+			if cur, ok := idx.byField[k]; !ok || p < cur {
+				idx.byField[k] = p
+			}
 		}
 	}
+	path = idx.byField[lineField{line, field}]
 	if path == "" {
 		return "", "", problem
 	}
@@ -431,6 +441,12 @@ type validator struct {
 	// exprs keeps the compiled conditions by source, for Compile.
 	exprs map[string]*Expr
 }
+
+// strict reports whether v checks a document being written or loaded from a
+// rules file (every check), rather than a rule set already stored: checks
+// added later (a dyn CEL result, the role name @everyone, a null rules list)
+// apply to writes, so a rule set stored before them still loads.
+func (v *validator) strict() bool { return v.lines != nil }
 
 func (v *validator) add(path, rule, problem string) {
 	line := 0
@@ -504,7 +520,7 @@ func (v *validator) file(f *File) {
 }
 
 func (v *validator) guild(prefix string, g *GuildSpec) {
-	if g.Rules == nil && v.lines != nil {
+	if g.Rules == nil && v.strict() {
 		// A document must say `rules: []` to manage nothing on purpose; a
 		// missing or null list is most likely a mistake.
 		v.add(join(prefix, "rules"), "", "rules is missing or null: list the rules, or write `rules: []` for a guild whose roles scimcord should not manage")
@@ -571,7 +587,7 @@ func (v *validator) guild(prefix string, g *GuildSpec) {
 		if r.When != "" {
 			if len(r.When) > MaxExprLen {
 				v.add(p+".when", rn, fmt.Sprintf("expression is %d characters, over %d", len(r.When), MaxExprLen))
-			} else if e, err := CompileExpr(r.When); err != nil {
+			} else if e, err := compileExpr(r.When, v.strict()); err != nil {
 				v.add(p+".when", rn, err.Error())
 			} else if v.exprs != nil {
 				v.exprs[r.When] = e
@@ -599,7 +615,7 @@ func (v *validator) guild(prefix string, g *GuildSpec) {
 			if len(ro.Name) > MaxNameLen || (ro.Name != "" && strings.TrimSpace(ro.Name) == "") {
 				v.add(rp+".name", rn, fmt.Sprintf("role name: want 1-%d characters, not only spaces", MaxNameLen))
 			}
-			if IsEveryone(ro.Name) {
+			if IsEveryone(ro.Name) && v.strict() {
 				v.add(rp+".name", rn, "role name @everyone is the guild's default role, which cannot be granted or removed")
 			}
 			if k, dup := rseen[ro.Key()]; dup {
