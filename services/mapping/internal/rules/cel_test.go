@@ -151,8 +151,8 @@ func TestStringBlowUpIsBoundedByTheAttributeCap(t *testing.T) {
 	if !errors.Is(err, ErrExprCost) {
 		t.Errorf("at the cap: %v, want ErrExprCost", err)
 	}
-	if n := after.TotalAlloc - before.TotalAlloc; n > 8<<20 {
-		t.Errorf("at the cap: allocated %d bytes, want < 8 MiB", n)
+	if n := after.TotalAlloc - before.TotalAlloc; n > 16<<20 {
+		t.Errorf("at the cap: allocated %d bytes, want < 16 MiB (about 5 MiB; more under -race)", n)
 	}
 }
 
