@@ -23,8 +23,63 @@ const ResourceSubjectPrefix = "$KV." + ResourceBucket + "."
 
 var keyToken = regexp.MustCompile(`^[A-Za-z0-9_=-]+$`)
 
-// ValidToken reports whether s can be one token of a key (ids, tenant names).
-func ValidToken(s string) bool { return keyToken.MatchString(s) }
+// MaxTokenLen is the longest token of a key (an id, a tenant name).
+const MaxTokenLen = 256
+
+// MaxKeyLen is the longest key (or filter) the store sends to NATS. A key is
+// part of a subject, and a subject longer than the server's control line
+// (4 KiB by default) makes the server close the whole connection — every
+// service sharing it — so longer keys are refused before anything is sent.
+const MaxKeyLen = 1024
+
+// ValidToken reports whether s can be one token of a key (ids, tenant
+// names): 1 to MaxTokenLen characters of A-Z a-z 0-9 _ = -. Check every
+// user-supplied token with it before building a key or subject.
+func ValidToken(s string) bool { return len(s) <= MaxTokenLen && keyToken.MatchString(s) }
+
+// kvKey is what JetStream KV accepts as a key (nats.go's rule), without
+// empty tokens.
+var kvKey = regexp.MustCompile(`^[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*$`)
+
+// ValidKey reports whether k can be sent as a key of the store: at most
+// MaxKeyLen characters, non-empty dot-separated tokens of the characters
+// JetStream KV allows (no wildcards, spaces or control characters).
+func ValidKey(k string) bool { return len(k) <= MaxKeyLen && kvKey.MatchString(k) }
+
+// ValidFilter is ValidKey for a ListKeys filter: tokens may also be the
+// wildcards "*" and (last) ">".
+func ValidFilter(f string) bool {
+	if len(f) > MaxKeyLen || f == "" {
+		return false
+	}
+	parts := strings.Split(f, ".")
+	for i, p := range parts {
+		switch {
+		case p == "*":
+		case p == ">" && i == len(parts)-1:
+		case p != "" && kvKey.MatchString(p):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// checkKey refuses a key that must not be sent (see MaxKeyLen).
+func checkKey(op, k string) error {
+	if ValidKey(k) {
+		return nil
+	}
+	return fmt.Errorf("eventbus: %s: %w: %s", op, ErrInvalidKey, describeKey(k))
+}
+
+// describeKey names a bad key in an error without echoing a huge input.
+func describeKey(k string) string {
+	if len(k) > 64 {
+		return fmt.Sprintf("%q… (%d bytes; at most %d)", k[:64], len(k), MaxKeyLen)
+	}
+	return fmt.Sprintf("%q", k)
+}
 
 // UserKey is the key of a user record.
 func UserKey(tenant, userID string) string { return tenant + ".u." + userID }

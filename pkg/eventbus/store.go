@@ -29,6 +29,10 @@ var (
 	ErrNotFound = errors.New("eventbus: not found")
 	// ErrUnavailable means JetStream did not confirm the write or read.
 	ErrUnavailable = errors.New("eventbus: jetstream unavailable")
+	// ErrInvalidKey means the key (or filter) is too long or holds characters
+	// a key cannot have; nothing was sent. Get also wraps ErrNotFound with it
+	// (no record can be stored under such a key).
+	ErrInvalidKey = errors.New("eventbus: invalid key")
 )
 
 // BucketConfig sets the replicas and storage of the buckets the services create.
@@ -97,8 +101,12 @@ type Record struct {
 	Revision uint64
 }
 
-// Get reads the current record under key.
+// Get reads the current record under key. A key that is not ValidKey is
+// never sent: the error wraps ErrInvalidKey and ErrNotFound.
 func (s *Store) Get(ctx context.Context, key string) (Record, error) {
+	if err := checkKey("get", key); err != nil {
+		return Record{}, errors.Join(err, ErrNotFound)
+	}
 	e, err := s.kv.Get(ctx, key)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -117,8 +125,12 @@ func (s *Store) Get(ctx context.Context, key string) (Record, error) {
 // the key must not exist). The trace context of ctx travels in the message
 // headers. It returns the new revision, ErrConflict on a lost race, or an
 // error wrapping ErrUnavailable when JetStream did not acknowledge the write —
-// in which case the caller must not report success.
+// in which case the caller must not report success. A key that is not
+// ValidKey is refused with ErrInvalidKey before anything is sent.
 func (s *Store) Put(ctx context.Context, key string, ev *eventv1.Event, expectedRev uint64) (uint64, error) {
+	if err := checkKey("put", key); err != nil {
+		return 0, err
+	}
 	data, err := proto.Marshal(ev)
 	if err != nil {
 		return 0, fmt.Errorf("eventbus: encode %s: %w", key, err)
@@ -152,8 +164,12 @@ func (s *Store) Put(ctx context.Context, key string, ev *eventv1.Event, expected
 }
 
 // ListKeys lists the keys matching a subject filter (such as
-// GroupMembersFilter) that currently hold a record.
+// GroupMembersFilter) that currently hold a record. A filter that is not
+// ValidFilter is refused with ErrInvalidKey before anything is sent.
 func (s *Store) ListKeys(ctx context.Context, filter string) ([]string, error) {
+	if !ValidFilter(filter) {
+		return nil, fmt.Errorf("eventbus: list: %w: filter %s", ErrInvalidKey, describeKey(filter))
+	}
 	lister, err := s.kv.ListKeysFiltered(ctx, filter)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrNoKeysFound) {

@@ -3,6 +3,7 @@ package eventbus_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -186,5 +187,73 @@ func TestConsume_MapsHandlerResultsToAcks(t *testing.T) {
 	}
 	if permCount.Load() != 1 {
 		t.Fatalf("permanent error delivered %d times, want 1", permCount.Load())
+	}
+}
+
+// A key longer than the NATS control line made the server close the shared
+// connection (every service in the all-in-one broke for good); the store
+// refuses such keys before sending anything.
+func TestStore_RefusesOverlongAndInvalidKeysAndTheConnectionStaysUsable(t *testing.T) {
+	t.Parallel()
+	_, js := startJS(t)
+	ctx := context.Background()
+	st, err := eventbus.OpenStore(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := eventbus.UserKey("t1", strings.Repeat("a", 5000))
+	for _, tc := range []struct {
+		name string
+		key  string
+	}{
+		{"a 5,000-char key", long},
+		{"a key with a space", "t1.u.john smith"},
+		{"a key with a wildcard", "t1.u.*"},
+		{"a key with an empty token", "t1.u..x"},
+		{"an empty key", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := st.Get(ctx, tc.key); !errors.Is(err, eventbus.ErrInvalidKey) || !errors.Is(err, eventbus.ErrNotFound) {
+				t.Errorf("Get: got %v, want ErrInvalidKey and ErrNotFound", err)
+			}
+			if _, err := st.Put(ctx, tc.key, userEvent("x", true), 0); !errors.Is(err, eventbus.ErrInvalidKey) || errors.Is(err, eventbus.ErrUnavailable) {
+				t.Errorf("Put: got %v, want ErrInvalidKey (not unavailable)", err)
+			}
+		})
+	}
+	if _, err := st.ListKeys(ctx, "t1.u."+strings.Repeat("b", 5000)); !errors.Is(err, eventbus.ErrInvalidKey) {
+		t.Errorf("ListKeys of a 5,000-char filter: got %v, want ErrInvalidKey", err)
+	}
+	if _, err := st.Get(ctx, long); err != nil && len(err.Error()) > 300 {
+		t.Errorf("the error echoes the whole key: %d bytes", len(err.Error()))
+	}
+	// The connection is still open and usable.
+	if !js.Conn().IsConnected() {
+		t.Fatalf("connection status %v after the refused keys", js.Conn().Status())
+	}
+	key := eventbus.UserKey("t1", "still-works")
+	if _, err := st.Put(ctx, key, userEvent("still-works", true), 0); err != nil {
+		t.Fatalf("put after the refused keys: %v", err)
+	}
+	if _, err := st.Get(ctx, key); err != nil {
+		t.Fatalf("get after the refused keys: %v", err)
+	}
+	if keys, err := st.ListKeys(ctx, "t1.u.*"); err != nil || len(keys) != 1 {
+		t.Fatalf("list after the refused keys: %v %v", keys, err)
+	}
+}
+
+func TestValidToken_CapsLength(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"u1", true}, {strings.Repeat("a", eventbus.MaxTokenLen), true}, {strings.Repeat("a", eventbus.MaxTokenLen+1), false},
+		{"a.b", false}, {"", false}, {"john smith", false}, {"*", false}, {">", false},
+	} {
+		if got := eventbus.ValidToken(tc.in); got != tc.want {
+			t.Errorf("ValidToken(%.20q…) = %v, want %v", tc.in, got, tc.want)
+		}
 	}
 }

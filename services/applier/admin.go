@@ -318,6 +318,10 @@ func (s *Service) adminOp(ctx context.Context, op string, req AdminRequest) (any
 		if req.User == "" {
 			return nil, fmt.Errorf("%w: user is required", ErrAdminBadRequest)
 		}
+		if !eventbus.ValidToken(req.User) {
+			// It becomes a key and a subject: never send what NATS refuses.
+			return nil, fmt.Errorf("%w: user must be a SCIM id (1-%d of A-Z a-z 0-9 _ = -)", ErrAdminBadRequest, eventbus.MaxTokenLen)
+		}
 		return s.adminStatus(ctx, t, req.User), nil
 	case AdminOpOverview:
 		return s.adminOverview(ctx, t)

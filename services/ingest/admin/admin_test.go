@@ -36,6 +36,13 @@ func devTenants(t *testing.T, guilds ...string) *tenants.Set {
 // newServer runs the admin API on an embedded NATS with no applier.
 func newServer(t *testing.T) *httptest.Server {
 	t.Helper()
+	_, _, hs := newServerJS(t)
+	return hs
+}
+
+// newServerJS is newServer that also returns the server and its JetStream.
+func newServerJS(t *testing.T) (*Server, jetstream.JetStream, *httptest.Server) {
+	t.Helper()
 	ns, err := natsembed.Start(natsembed.Config{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +68,7 @@ func newServer(t *testing.T) *httptest.Server {
 	}
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)
-	return hs
+	return s, js, hs
 }
 
 func TestNew_RefusesAShortToken(t *testing.T) {
@@ -82,7 +89,9 @@ func TestAPI_BadInputGetsSpecific4xx(t *testing.T) {
 		detail                   string
 	}{
 		{"status without a user", "GET", "/admin/api/v1/status", "", 400, "user is required"},
-		{"status of a subject wildcard", "GET", "/admin/api/v1/status?user=" + url.QueryEscape("dev.u.>"), "", 400, "not a userName"},
+		{"status of a subject wildcard", "GET", "/admin/api/v1/status?user=" + url.QueryEscape("dev.u.>"), "", 404, "no user"},
+		{"status of a 5,000-char user", "GET", "/admin/api/v1/status?user=" + strings.Repeat("a", 5000), "", 400, "at most 256"},
+		{"status of x@name-without-a-dot", "GET", "/admin/api/v1/status?user=" + url.QueryEscape("x@nodot"), "", 404, "no user"},
 		{"status of an unknown user", "GET", "/admin/api/v1/status?user=nobody@example.com", "", 404, "no user"},
 		{"unknown tenant", "GET", "/admin/api/v1/dlq?tenant=acme", "", 404, "no tenant"},
 		{"explain without mapping", "GET", "/admin/api/v1/explain?user=x", "", 503, "mapping is not configured"},

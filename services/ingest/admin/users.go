@@ -42,6 +42,9 @@ type GroupView struct {
 // lastTrace returns the trace id of the write that stored key's current
 // record: the traceparent travels in the message headers (eventbus.Put).
 func (s *Server) lastTrace(ctx context.Context, key string) string {
+	if !eventbus.ValidKey(key) {
+		return ""
+	}
 	stream, err := s.deps.JS.Stream(ctx, eventbus.ResourceStream)
 	if err != nil {
 		return ""
@@ -77,22 +80,30 @@ func userOf(rec eventbus.Record) (user, bool) {
 	}, Snapshot: rec.Event.GetSnapshot()}, true
 }
 
+// maxQuery bounds the user string of a lookup (a userName, SCIM id or
+// Discord id; SCIM ids and claim keys are far shorter).
+const maxQuery = eventbus.MaxTokenLen
+
 // lookup finds a user of tenant t by SCIM id, userName (case-insensitive)
-// or Discord user id, and the groups it is a member of.
+// or Discord user id, and the groups it is a member of. The raw string is
+// never part of a key or subject: it is a key token only when it is a valid
+// one (a SCIM or Discord id), and userNames go through the claim keys (a
+// hash) or the bounded scan — so any userName (dots, spaces, unicode) can be
+// looked up, and no input reaches NATS as a subject.
 func (s *Server) lookup(ctx context.Context, t *tenants.Tenant, q string) (user, []GroupView, error) {
 	q = strings.TrimSpace(q)
 	if q == "" {
 		return user{}, nil, badRequest("user is required: a userName, SCIM id or Discord user id")
 	}
-	if strings.ContainsAny(q, ".*> \t") && !strings.Contains(q, "@") {
-		return user{}, nil, badRequest("user %q: not a userName, SCIM id or Discord user id", q)
+	if len(q) > maxQuery {
+		return user{}, nil, badRequest("user: %d bytes, at most %d (a userName, SCIM id or Discord user id)", len(q), maxQuery)
 	}
 	st, err := s.store(ctx)
 	if err != nil {
 		return user{}, nil, err
 	}
 	var found *user
-	if !strings.ContainsAny(q, ".*> \t") {
+	if eventbus.ValidToken(q) {
 		if rec, err := st.Get(ctx, eventbus.UserKey(t.ID, q)); err == nil {
 			if u, ok := userOf(rec); ok {
 				found = &u
@@ -119,7 +130,7 @@ func (s *Server) lookup(ctx context.Context, t *tenants.Tenant, q string) (user,
 				continue
 			}
 			u, ok := userOf(rec)
-			if ok && (strings.EqualFold(u.UserName, q) || (u.DiscordUserID != "" && u.DiscordUserID == q) || u.ExternalID == q) {
+			if ok && (strings.EqualFold(u.UserName, q) || (u.DiscordUserID != "" && u.DiscordUserID == q) || (u.ExternalID != "" && u.ExternalID == q)) {
 				found = &u
 				if !u.Deleted {
 					break // prefer a live user over a deleted one of the same name
@@ -127,7 +138,7 @@ func (s *Server) lookup(ctx context.Context, t *tenants.Tenant, q string) (user,
 			}
 		}
 	}
-	if found == nil {
+	if found == nil || !eventbus.ValidToken(found.ID) {
 		return user{}, nil, notFound("no user %q in tenant %q", q, t.ID)
 	}
 	groups, err := s.groupsOf(ctx, st, t.ID, found.ID)
@@ -157,7 +168,7 @@ func (s *Server) byClaim(ctx context.Context, st *eventbus.Store, tenant, q stri
 		var c struct {
 			Owner string `json:"owner"`
 		}
-		if json.Unmarshal(e.Value(), &c) != nil || c.Owner == "" || strings.ContainsAny(c.Owner, ".*> ") {
+		if json.Unmarshal(e.Value(), &c) != nil || !eventbus.ValidToken(c.Owner) {
 			continue
 		}
 		rec, err := st.Get(ctx, eventbus.UserKey(tenant, c.Owner))
@@ -209,7 +220,7 @@ func (s *Server) userNames(ctx context.Context, tenant string, ids []string) map
 		return out
 	}
 	for _, id := range ids {
-		if _, ok := out[id]; ok || id == "" || strings.ContainsAny(id, ".*> ") {
+		if _, ok := out[id]; ok || !eventbus.ValidToken(id) {
 			continue
 		}
 		if rec, err := st.Get(ctx, eventbus.UserKey(tenant, id)); err == nil {
