@@ -491,3 +491,41 @@ func TestProjectionKeepsAlwaysReturnedAndTrimsSchemas(t *testing.T) {
 		t.Errorf("attributes of the extension: %s", r.raw)
 	}
 }
+
+// TestCaseVariantKeysAndOverlappingNoPathKeys: two keys differing only in
+// case in one object are 400 invalidSyntax; overlapping no-path keys apply
+// parents before dotted children, every time (finding 11).
+func TestCaseVariantKeysAndOverlappingNoPathKeys(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	uid := e.mustCreateUser("keys@example.com")
+	bad := []struct{ method, path, body string }{
+		{"POST", "/Users", `{"userName":"a@example.com","USERNAME":"b@example.com"}`},
+		{"POST", "/Users", `{"userName":"c@example.com","name":{"givenName":"a","GivenName":"b"}}`},
+		{"PUT", "/Users/" + uid, `{"userName":"keys@example.com","Title":"a","title":"b"}`},
+		{"PATCH", "/Users/" + uid, `{"Operations":[{"op":"replace","value":{"title":"a","TITLE":"b"}}]}`},
+		{"PATCH", "/Users/" + uid, `{"Operations":[{"op":"replace","path":"title","value":"a","Value":"b"}]}`},
+	}
+	for _, c := range bad {
+		if r := e.do(c.method, c.path, c.body); r.status != 400 || r.str("scimType") != "invalidSyntax" {
+			t.Errorf("%s %s %s: %d %s", c.method, c.path, c.body, r.status, r.raw)
+		}
+	}
+	// The same request, many times: the dotted child wins over its parent.
+	for i := range 20 {
+		op := map[string]any{"op": "replace", "value": map[string]any{
+			"name.givenName": fmt.Sprint("child", i), "name": map[string]any{"givenName": "parent", "familyName": "F"},
+			"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": "flat",
+			"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":            map[string]any{"department": "object", "costCenter": "CC"},
+		}}
+		if r := e.do("PATCH", "/Users/"+uid, patchBody(op)); r.status != 204 {
+			t.Fatalf("no-path PATCH: %d %s", r.status, r.raw)
+		}
+		g := e.do("GET", "/Users/"+uid, nil)
+		name, _ := g.body["name"].(map[string]any)
+		ent, _ := g.body["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"].(map[string]any)
+		if name["givenName"] != fmt.Sprint("child", i) || name["familyName"] != "F" || ent["department"] != "flat" || ent["costCenter"] != "CC" {
+			t.Fatalf("round %d: name %v enterprise %v", i, name, ent)
+		}
+	}
+}

@@ -327,7 +327,14 @@ func (s *Service) readBody(q *request, limit int64) (map[string]any, error) {
 		}
 		return nil, badRequest(scimInvalidSyntax, "cannot read request body")
 	}
-	return decodeObject(data)
+	body, err := decodeObject(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkKeyCase(body, 0); err != nil {
+		return nil, err
+	}
+	return body, nil
 }
 
 // ifMatch returns the If-Match header ("" when absent or "*").

@@ -332,3 +332,39 @@ func clearPrimary(list []any, keep func(i int) bool) {
 		}
 	}
 }
+
+// checkKeyCase refuses an object with two keys that differ only in case
+// (`{"userName":"a","USERNAME":"b"}`), at any depth: SCIM attribute names
+// are case-insensitive (RFC 7643 §2.1), so which one applies would be
+// chosen by map order. 400 invalidSyntax.
+func checkKeyCase(v any, depth int) error {
+	if depth > 64 {
+		return nil // encoding/json limits nesting anyway; bound the recursion
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		if len(x) > 1 {
+			seen := make(map[string]string, len(x))
+			for k := range x {
+				lk := strings.ToLower(k)
+				if other, dup := seen[lk]; dup {
+					a, b := min(k, other), max(k, other)
+					return badRequest(scimInvalidSyntax, "keys %q and %q differ only in case (attribute names are case-insensitive)", truncate(a, 100), truncate(b, 100))
+				}
+				seen[lk] = k
+			}
+		}
+		for _, e := range x {
+			if err := checkKeyCase(e, depth+1); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if err := checkKeyCase(e, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -2,8 +2,10 @@ package ingest
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 
 	filter "github.com/scim2/filter-parser/v2"
@@ -79,7 +81,8 @@ func expandNoPath(k resourceKind, op patchOp) ([]patchOp, error) {
 		return nil, badRequest(scimInvalidValue, "%s without path needs an object value", op.Op)
 	}
 	var out []patchOp
-	for key, v := range m {
+	for _, key := range noPathOrder(k, m) {
+		v := m[key]
 		if strings.EqualFold(key, "schemas") {
 			continue
 		}
@@ -88,8 +91,8 @@ func expandNoPath(k resourceKind, op patchOp) ([]patchOp, error) {
 			if !ok {
 				return nil, badRequest(scimInvalidValue, "%s must be an object", ext.ID)
 			}
-			for sk, sv := range sub {
-				out = append(out, patchOp{Op: op.Op, Path: ext.ID + ":" + sk, Value: sv, expanded: true})
+			for _, sk := range noPathOrder(k, sub) {
+				out = append(out, patchOp{Op: op.Op, Path: ext.ID + ":" + sk, Value: sub[sk], expanded: true})
 			}
 			continue
 		}
@@ -131,6 +134,31 @@ func expandSchemaPath(k resourceKind, op patchOp) ([]patchOp, error) {
 		v = map[string]any{ext.ID: v}
 	}
 	return expandNoPath(k, patchOp{Op: op.Op, Value: v})
+}
+
+// noPathOrder is the order in which the keys of a no-path value are
+// applied: a parent before its dotted children (`name` before
+// `name.givenName`, so the child is not overwritten by map order), core
+// before extension keys, then by name — deterministic for overlapping keys.
+func noPathOrder(k resourceKind, m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for key := range m {
+		keys = append(keys, key)
+	}
+	depth := func(key string) int {
+		if extensionByURN(k, key) != nil {
+			return -1 // a whole extension object is the parent of its flat keys
+		}
+		_, rest := splitURNPath(k, key)
+		return strings.Count(rest, ".")
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if c := cmp.Compare(depth(a), depth(b)); c != 0 {
+			return c
+		}
+		return cmp.Compare(strings.ToLower(a), strings.ToLower(b))
+	})
+	return keys
 }
 
 // parsedPath is a PATCH path resolved against the schema.
