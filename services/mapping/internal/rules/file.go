@@ -271,6 +271,13 @@ func decodeStrict(data []byte, out any) (map[string]int, error) {
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, yamlError(err, nil)
 	}
+	if n := wideMapping(&root); n != nil {
+		// yaml.v3's duplicate-key check is quadratic in the keys of a mapping
+		// (30,000 keys take seconds): no part of a rules file has more than
+		// a handful of fields, so refuse before decoding.
+		return nil, &ValidationError{Errors: []FieldError{{Line: n.Line,
+			Problem: fmt.Sprintf("a mapping with %d keys: no part of a rules file has more than %d fields", len(n.Content)/2, maxMappingKeys)}}}
+	}
 	idx := &docIndex{lines: map[string]int{}, names: map[string]string{}}
 	if len(root.Content) > 0 {
 		indexLines(root.Content[0], "", idx)
@@ -289,6 +296,24 @@ func decodeStrict(data []byte, out any) (map[string]int, error) {
 		return nil, &ValidationError{Errors: []FieldError{{Line: line, Problem: "more than one YAML document: put every tenant in one document"}}}
 	}
 	return idx.lines, nil
+}
+
+// maxMappingKeys bounds the keys of one YAML mapping (a rule has 6 fields).
+const maxMappingKeys = 16
+
+// wideMapping returns the first mapping node with more than maxMappingKeys
+// keys, or nil; it visits every node once (aliases are not followed).
+func wideMapping(root *yaml.Node) *yaml.Node {
+	stack := []*yaml.Node{root}
+	for len(stack) > 0 {
+		n := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if n.Kind == yaml.MappingNode && len(n.Content)/2 > maxMappingKeys {
+			return n
+		}
+		stack = append(stack, n.Content...)
+	}
+	return nil
 }
 
 // docIndex locates the fields of a YAML document: the line of every path and

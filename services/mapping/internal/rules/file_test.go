@@ -2,6 +2,7 @@ package rules
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -46,6 +47,8 @@ func TestDecodeFileRejectsWithSpecificErrors(t *testing.T) {
 			[]string{"line 10", "rule eng", "rules[0].roles[0].colour", `unknown field "colour"`, "allowed here: id, name"}},
 		{"unknown top-level field", "generation: 1\nversion: 2\n" + head + "          - name: s\n            all_active_users: true\n            roles: [{id: \"1100000000000000103\"}]\n",
 			[]string{"line 2", `unknown field "version"`, "allowed here: generation, tenants"}},
+		{"a mapping with thousands of keys is refused before decoding", head + "          - {name: a, all_active_users: true, roles: [{id: \"1100000000000000101\"}]" + manyKeys(30000) + "}\n",
+			[]string{"line 6", "a mapping with 30003 keys", "more than 16 fields"}},
 		{"role named @everyone", head + "          - name: a\n            all_active_users: true\n            roles: [{name: \"@everyone\"}]\n",
 			[]string{"line 8", "rule a", "roles[0].name", "@everyone"}},
 		{"role named @Everyone with spaces", head + "          - name: a\n            all_active_users: true\n            roles: [{name: \" @Everyone \"}]\n",
@@ -155,4 +158,15 @@ func TestDecodeGuildChecksTheRequestIDs(t *testing.T) {
 	if _, err := DecodeGuild("dev", "1100000000000000000", []byte(`{"rules":[{"name":"s","all_active_users":true,"roles":[{"id":"1100000000000000103"}]}]}`)); err != nil {
 		t.Errorf("JSON body: %v", err)
 	}
+}
+
+// manyKeys is ", k0: 1, k1: 1, …" with n distinct keys.
+func manyKeys(n int) string {
+	var b strings.Builder
+	for i := range n {
+		b.WriteString(", k")
+		b.WriteString(strconv.Itoa(i))
+		b.WriteString(": 1")
+	}
+	return b.String()
 }
