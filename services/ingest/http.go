@@ -53,7 +53,7 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	ctx, span := s.tracer.Start(ctx, "SCIM "+r.Method, trace.WithSpanKind(trace.SpanKindServer),
+	ctx, span := s.tracer.Start(ctx, "SCIM "+methodLabel(r.Method), trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
 	defer span.End()
 	if sc := span.SpanContext(); sc.IsValid() {
@@ -323,7 +323,7 @@ func (s *Service) readBody(q *request, limit int64) (map[string]any, error) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, errf(http.StatusRequestEntityTooLarge, scimTooMany, "request body exceeds %d bytes", limit)
+			return nil, errf(http.StatusRequestEntityTooLarge, "", "request body exceeds %d bytes", limit)
 		}
 		return nil, badRequest(scimInvalidSyntax, "cannot read request body")
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	eventv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/event/v1"
 )
 
 // metrics counts requests and store writes. Metrics returns a snapshot;
@@ -49,7 +51,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) request(method, resource string, status int, d time.Duration) {
-	k := reqKey{method, resource, fmt.Sprint(status)}
+	k := reqKey{methodLabel(method), resource, fmt.Sprint(status)}
 	m.mu.Lock()
 	st := m.requests[k]
 	if st == nil {
@@ -157,6 +159,32 @@ func (s *Service) MetricsHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		s.WritePrometheus(w)
 	})
+}
+
+// methodLabel is the metrics label and span-name part of a request method:
+// the methods SCIM and HTTP know, anything else "_OTHER" (the method is
+// client input: one series or span name per invented method would grow
+// without bound).
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete,
+		http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "_OTHER"
+}
+
+// kindLabel is the kind label of scimcord_ingest_events_published_total.
+func kindLabel(k eventv1.ResourceKind) string {
+	switch k {
+	case eventv1.ResourceKind_RESOURCE_KIND_USER:
+		return "user"
+	case eventv1.ResourceKind_RESOURCE_KIND_GROUP:
+		return "group"
+	case eventv1.ResourceKind_RESOURCE_KIND_MEMBERSHIP:
+		return "membership"
+	}
+	return "other"
 }
 
 // resourceLabel is the metrics label of a request path.

@@ -54,7 +54,7 @@ func (s *Service) put(ctx context.Context, ev *eventv1.Event, expectedRev uint64
 	switch {
 	case err == nil:
 		s.metrics.write("ok")
-		s.metrics.publish(strings.ToLower(strings.TrimPrefix(ev.GetKind().String(), "KIND_")))
+		s.metrics.publish(kindLabel(ev.GetKind()))
 	case errors.Is(err, eventbus.ErrConflict):
 		s.metrics.write("conflict")
 	default:
