@@ -92,6 +92,10 @@ func (c Config) Validate() error {
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		errs = append(errs, errors.New("SCIMCORD_ADMIN_TOKEN must be at least 16 characters"))
 	}
+	if c.AdminToken != "" && c.AdminToken == c.DevToken {
+		// A tenant file's tokens are checked when the tenants are loaded (admin.New).
+		errs = append(errs, errors.New("SCIMCORD_ADMIN_TOKEN must differ from SCIMCORD_DEV_TOKEN (the admin token must not be a SCIM token)"))
+	}
 	if c.GlobalRPS <= 0 {
 		errs = append(errs, fmt.Errorf("SCIMCORD_DISCORD_GLOBAL_RPS must be > 0, got %v", c.GlobalRPS))
 	}

@@ -60,6 +60,10 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// ErrTokenIsSCIMToken refuses an admin token that is also a tenant's SCIM
+// token.
+var ErrTokenIsSCIMToken = errors.New("the admin token is also a SCIM token")
+
 // Deps are the operator API's collaborators.
 type Deps struct {
 	// JS reads the SCIM state and carries the requests to the applier.
@@ -97,6 +101,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if deps.JS == nil || deps.Tenants == nil {
 		return nil, errors.New("admin: Deps.JS and Deps.Tenants are required")
+	}
+	if t, err := deps.Tenants.Authenticate(cfg.Token); err == nil {
+		// One secret for both would let every IdP operate scimcord.
+		return nil, fmt.Errorf("admin: %w (tenant %q): choose a separate SCIMCORD_ADMIN_TOKEN", ErrTokenIsSCIMToken, t.ID)
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)

@@ -78,6 +78,18 @@ func TestNew_RefusesAShortToken(t *testing.T) {
 	}
 }
 
+// TestNew_RefusesATokenThatIsAlsoASCIMToken: the admin credential must
+// not be one an IdP holds.
+func TestNew_RefusesATokenThatIsAlsoASCIMToken(t *testing.T) {
+	t.Parallel()
+	_, js, _ := newServerJS(t)
+	cfg := DefaultConfig()
+	cfg.Token = "scim-token-xxxxxxxxxxxxxxxxxxxx" // devTenants' SCIM token
+	if _, err := New(cfg, Deps{JS: js, Tenants: devTenants(t)}); !errors.Is(err, ErrTokenIsSCIMToken) || strings.Contains(err.Error(), cfg.Token) {
+		t.Fatalf("New with the SCIM token as admin token: %v, want ErrTokenIsSCIMToken without the token", err)
+	}
+}
+
 // TestAPI_BadInputGetsSpecific4xx: malformed or impossible requests get a
 // clear 4xx, never a 5xx, and the answer never echoes the token.
 func TestAPI_BadInputGetsSpecific4xx(t *testing.T) {
