@@ -103,6 +103,12 @@ func TestCoalesce_ReconcileLinksEveryCoveredMessage(t *testing.T) {
 	if !coalesced {
 		t.Errorf("B attributes %+v lack scimcord.coalesced=true", b.Attributes)
 	}
+	// A ran its own reconcile: it is not coalesced.
+	for _, kv := range a.Attributes {
+		if kv.Key == "scimcord.coalesced" {
+			t.Errorf("A (which ran the reconcile) has scimcord.coalesced=%v", kv.Value.Value)
+		}
+	}
 }
 
 type fixedTransport struct {

@@ -114,6 +114,11 @@ func (c *coalescer) Do(ctx context.Context, key string, fn runFunc) error {
 				c.mu.Unlock()
 				return err
 			}
+			if read >= my {
+				// This message's own reconcile covered it: not coalesced.
+				c.mu.Unlock()
+				return nil
+			}
 			continue
 		}
 		wake := e.wake
