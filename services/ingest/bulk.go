@@ -29,7 +29,7 @@ func (s *Service) handleBulk(q *request) {
 		return
 	}
 	if len(rawOps) > s.cfg.BulkMaxOperations {
-		s.writeError(q, errf(http.StatusRequestEntityTooLarge, scimTooMany, "at most %d bulk operations per request", s.cfg.BulkMaxOperations))
+		s.writeError(q, errf(http.StatusRequestEntityTooLarge, "", "at most %d bulk operations per request", s.cfg.BulkMaxOperations))
 		return
 	}
 	failOn := 0
@@ -116,41 +116,71 @@ func (s *Service) handleBulk(q *request) {
 }
 
 // resolveBulkIDs replaces "bulkId:<id>" references in the path and data;
-// ok is false while a referenced bulkId is not created yet.
+// ok is false while a referenced bulkId is not created yet. In data only
+// values that name a resource are references (RFC 7644 §3.7.2): the
+// "value" or "$ref" of an object (members, manager) and a bare member id
+// in a "members" list; any other string starting with "bulkId:" is data.
 func resolveBulkIDs(op bulkOp, ids map[string]string) (any, string, bool) {
 	ok := true
-	var walk func(v any) any
-	walk = func(v any) any {
+	ref := func(x string) string {
+		if r, isRef := strings.CutPrefix(x, "bulkId:"); isRef {
+			if id, found := ids[r]; found {
+				return id
+			}
+			ok = false
+		}
+		return x
+	}
+	// refCtx: v names a resource (a member or the manager).
+	var walk func(v any, refCtx bool) any
+	walk = func(v any, refCtx bool) any {
 		switch x := v.(type) {
 		case string:
-			if ref, isRef := strings.CutPrefix(x, "bulkId:"); isRef {
-				if id, found := ids[ref]; found {
-					return id
-				}
-				ok = false
+			if refCtx {
+				return ref(x)
 			}
 			return x
 		case []any:
 			out := make([]any, len(x))
 			for i, e := range x {
-				out[i] = walk(e)
+				out[i] = walk(e, refCtx)
 			}
 			return out
 		case map[string]any:
+			patchPath, isPatchOp := "", getFold(x, "op") != nil
+			if isPatchOp {
+				patchPath, _ = getFold(x, "path").(string)
+			}
 			out := make(map[string]any, len(x))
 			for k, e := range x {
-				out[k] = walk(e)
+				var child bool
+				switch {
+				case isPatchOp && strings.EqualFold(k, "value"):
+					child = isRefAttr(strings.TrimSpace(patchPath))
+				case isPatchOp:
+					child = false
+				default:
+					child = isRefAttr(k) || refCtx && (strings.EqualFold(k, "value") || strings.EqualFold(k, "$ref"))
+				}
+				out[k] = walk(e, child)
 			}
 			return out
 		}
 		return v
 	}
-	data := walk(op.data)
+	data := walk(op.data, false)
 	parts := strings.Split(op.path, "/")
 	for i, p := range parts {
-		parts[i] = walk(p).(string)
+		parts[i] = ref(p)
 	}
 	return data, strings.Join(parts, "/"), ok
+}
+
+// isRefAttr reports whether an attribute name or PATCH path names
+// resources: members (members, members[…]) or the enterprise manager.
+func isRefAttr(p string) bool {
+	l := strings.ToLower(p)
+	return strings.HasPrefix(l, "members") || l == "manager" || strings.HasSuffix(l, ":manager") || strings.HasPrefix(l, "manager.") || strings.Contains(l, ":manager.")
 }
 
 // bulkFailure is the result entry of an operation that failed with err.
@@ -184,6 +214,12 @@ func (s *Service) bulkOne(q *request, op bulkOp, path string, data any, ids map[
 		k = kindGroup
 	default:
 		return fail(errf(http.StatusNotFound, scimInvalidPath, "bulk path %q is not /Users or /Groups", truncate(path, 100)))
+	}
+	switch op.method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+	default:
+		// GET (or anything else) is not a Bulk operation (RFC 7644 §3.7).
+		return fail(errf(http.StatusMethodNotAllowed, "", "bulk method %q is not supported; use POST, PUT, PATCH or DELETE", truncate(op.method, 20)))
 	}
 	ctx := q.ctx
 	tenant := q.tenant.ID
@@ -233,7 +269,7 @@ func (s *Service) bulkOne(q *request, op bulkOp, path string, data any, ids map[
 			return res
 		}
 	default:
-		err = badRequest(scimInvalidSyntax, "bulk method %q must be POST, PUT, PATCH or DELETE", op.method)
+		err = errf(http.StatusMethodNotAllowed, "", "bulk method %q is not supported", truncate(op.method, 20))
 	}
 	if err != nil {
 		return fail(err)

@@ -529,3 +529,56 @@ func TestCaseVariantKeysAndOverlappingNoPathKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestSmallerProtocolFindings: 413 carries no scimType (tooMany is for
+// filters); Bulk takes "bulkId:" references only where a resource is
+// named and answers a GET operation 405; a simple single-valued attribute
+// sent as an array is 400 invalidValue (finding 13).
+func TestSmallerProtocolFindings(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1, func(c *ingest.Config, _ *ingest.Deps) {
+		c.BulkMaxOperations = 3
+		c.MaxBodyBytes = 4096
+		c.BulkMaxPayload = 4096
+	})
+	if r := e.do("POST", "/Bulk", map[string]any{"Operations": []any{1, 2, 3, 4}}); r.status != 413 || r.str("scimType") != "" {
+		t.Errorf("too many bulk operations: %d %s", r.status, r.raw)
+	}
+	if r := e.do("POST", "/Users", map[string]any{"userName": strings.Repeat("x", 5000)}); r.status != 413 || r.str("scimType") != "" {
+		t.Errorf("body too large: %d %s", r.status, r.raw)
+	}
+	if r := e.do("POST", "/Users", `{"userName":["single@example.com"]}`); r.status != 400 || r.str("scimType") != "invalidValue" {
+		t.Errorf("userName as an array: %d %s", r.status, r.raw)
+	}
+	uid := e.mustCreateUser("bulkref@example.com")
+	r := e.do("POST", "/Bulk", map[string]any{"Operations": []any{
+		map[string]any{"method": "POST", "path": "/Users", "bulkId": "u", "data": map[string]any{"userName": "bulkref2@example.com", "title": "bulkId:not-a-reference"}},
+		map[string]any{"method": "GET", "path": "/Users/" + uid},
+		map[string]any{"method": "PATCH", "path": "/Users/" + uid, "data": patchBody(map[string]any{"op": "replace", "path": "title", "value": "bulkId:u"})},
+	}})
+	ops := asAnyList(r.body["Operations"])
+	if r.status != 200 || len(ops) != 3 {
+		t.Fatalf("bulk: %d %s", r.status, r.raw)
+	}
+	st := func(i int) string { return ops[i].(map[string]any)["status"].(string) }
+	if st(0) != "201" || st(1) != "405" || st(2) != "200" {
+		t.Errorf("statuses %s %s %s: %s", st(0), st(1), st(2), r.raw)
+	}
+	if g := e.do("GET", "/Users/"+uid, nil); g.str("title") != "bulkId:u" {
+		t.Errorf("a title that looks like a reference was replaced: %s", g.raw)
+	}
+	// References still bind where a resource is named.
+	r = e.do("POST", "/Bulk", map[string]any{"Operations": []any{
+		map[string]any{"method": "PATCH", "path": "/Groups/bulkId:g", "data": patchBody(map[string]any{"op": "add", "path": "members", "value": []any{map[string]any{"value": "bulkId:m"}}})},
+		map[string]any{"method": "POST", "path": "/Groups", "bulkId": "g", "data": map[string]any{"displayName": "Bulk refs"}},
+		map[string]any{"method": "POST", "path": "/Users", "bulkId": "m", "data": map[string]any{"userName": "bulkref3@example.com"}},
+	}})
+	ops = asAnyList(r.body["Operations"])
+	if len(ops) != 3 || st(0) != "200" {
+		t.Fatalf("references: %s", r.raw)
+	}
+	loc, _ := ops[1].(map[string]any)["location"].(string)
+	if g := e.do("GET", loc[strings.LastIndex(loc, "/Groups/"):], nil); len(asAnyList(g.body["members"])) != 1 {
+		t.Errorf("member by reference: %s", g.raw)
+	}
+}

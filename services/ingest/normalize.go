@@ -191,6 +191,11 @@ func normalizeSingle(urn string, a *attr, v any) (any, error) {
 		return nil, nil
 	}
 	if arr, ok := v.([]any); ok && !a.Multi {
+		if a.Type != tComplex {
+			// `{"userName": ["a"]}`: a simple single-valued attribute takes
+			// one value, not a list (RFC 7643 §2.3).
+			return nil, badRequest(scimInvalidValue, "%s is single-valued: a value, not an array", a.Name)
+		}
 		// Dialect "single value as a one-element array" (Entra sends the
 		// manager as [{"value": "…"}]); an empty array clears the attribute.
 		switch len(arr) {

@@ -32,7 +32,7 @@ func parsePatch(body map[string]any) ([]patchOp, error) {
 		return nil, badRequest(scimInvalidSyntax, "PATCH body needs a non-empty Operations array")
 	}
 	if len(list) > maxPatchOps {
-		return nil, errf(413, scimTooMany, "at most %d operations per PATCH", maxPatchOps)
+		return nil, errf(413, "", "at most %d operations per PATCH", maxPatchOps)
 	}
 	ops := make([]patchOp, 0, len(list))
 	for i, e := range list {
