@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/scimcord/scimcord/pkg/telemetry"
 )
@@ -38,6 +39,13 @@ type Config struct {
 	GuildID  string
 	// GlobalRPS is the applier's global Discord request rate (SCIMCORD_DISCORD_GLOBAL_RPS).
 	GlobalRPS float64
+	// GlobalWindow is the window GlobalRPS is measured over; 0 = 1s (Discord's).
+	// Benchmarks against a time-scaled emulator scale it with the emulator.
+	GlobalWindow time.Duration
+	// EmulatorInMemory keeps the emulator's state in memory only (no state
+	// file rewritten after every change): for benchmarks, where that file
+	// would cost more than Discord's own work.
+	EmulatorInMemory bool
 	// AdminToken guards the operator API and status page under /admin/ on
 	// HTTPAddr (SCIMCORD_ADMIN_TOKEN); empty = generate and print one.
 	AdminToken string
@@ -95,6 +103,9 @@ func (c Config) Validate() error {
 	if c.AdminToken != "" && c.AdminToken == c.DevToken {
 		// A tenant file's tokens are checked when the tenants are loaded (admin.New).
 		errs = append(errs, errors.New("SCIMCORD_ADMIN_TOKEN must differ from SCIMCORD_DEV_TOKEN (the admin token must not be a SCIM token)"))
+	}
+	if c.GlobalWindow < 0 {
+		errs = append(errs, fmt.Errorf("GlobalWindow must be >= 0, got %s", c.GlobalWindow))
 	}
 	if c.GlobalRPS <= 0 {
 		errs = append(errs, fmt.Errorf("SCIMCORD_DISCORD_GLOBAL_RPS must be > 0, got %v", c.GlobalRPS))

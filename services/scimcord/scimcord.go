@@ -162,7 +162,9 @@ func (s *System) Run(ctx context.Context) error {
 	if !cfg.RealDiscord() {
 		ecfg := discordemu.DefaultConfig()
 		ecfg.Listen = cfg.EmulatorAddr
-		ecfg.StatePath = filepath.Join(cfg.DataDir, "discord-emulator.json")
+		if !cfg.EmulatorInMemory {
+			ecfg.StatePath = filepath.Join(cfg.DataDir, "discord-emulator.json")
+		}
 		ecfg.Logger = log.With("component", "discordemu")
 		emu, err = discordemu.New(ecfg)
 		if err != nil {
@@ -285,6 +287,9 @@ func (s *System) Run(ctx context.Context) error {
 	acfg := applier.DefaultConfig()
 	acfg.HTTPAddr = ""
 	acfg.GlobalRPS = cfg.GlobalRPS
+	if cfg.GlobalWindow > 0 {
+		acfg.GlobalWindow = cfg.GlobalWindow
+	}
 	asvc, err := applier.New(acfg, applier.Deps{
 		JS: js, Tenants: ts, Mapping: mappingv1.NewMappingServiceClient(conn), BotToken: botToken,
 		HTTPClient: httpClient, Logger: log.With("service", "applier"), TracerProvider: applierTP,
