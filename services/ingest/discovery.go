@@ -62,7 +62,22 @@ func resourceTypes(base string) []any {
 	}
 }
 
+// refuseDiscoveryFilter answers a filter on /Schemas or /ResourceTypes
+// 403 (RFC 7644 §4: "If a 'filter' is provided, the service provider
+// SHOULD respond with HTTP status code 403 (Forbidden)"); it reports
+// whether it did.
+func (s *Service) refuseDiscoveryFilter(q *request, endpoint string) bool {
+	if !q.r.URL.Query().Has("filter") {
+		return false
+	}
+	s.writeError(q, errf(http.StatusForbidden, "", "%s does not support filtering (RFC 7644 §4)", endpoint))
+	return true
+}
+
 func (s *Service) handleResourceTypes(q *request, rest []string) {
+	if s.refuseDiscoveryFilter(q, "/ResourceTypes") {
+		return
+	}
 	all := resourceTypes(q.base)
 	if len(rest) == 0 {
 		s.writeJSON(q, http.StatusOK, page(all, listQuery{startIndex: 1, count: len(all)}, len(all)))
@@ -128,6 +143,9 @@ func schemaJSON(sd *schemaDef, base string) map[string]any {
 }
 
 func (s *Service) handleSchemas(q *request, rest []string) {
+	if s.refuseDiscoveryFilter(q, "/Schemas") {
+		return
+	}
 	defs := []*schemaDef{userSchema, enterpriseSchema, discordSchema, groupSchema}
 	if len(rest) == 0 {
 		var all []any

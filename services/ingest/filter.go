@@ -305,6 +305,11 @@ func evalFilter(k resourceKind, e filter.Expression, doc map[string]any, parent 
 			return false
 		}
 		vals := asList(valueAt(k, doc, x.AttributePath, parent))
+		if len(vals) == 0 && x.Operator == filter.NE && x.CompareValue != nil {
+			// An absent attribute does not equal the value, so `ne` matches
+			// it (RFC 7644 §3.4.2.2 "does not match"), as `not (… eq …)` does.
+			return true
+		}
 		if x.Operator == filter.PR {
 			for _, v := range vals {
 				if present(v) {

@@ -582,3 +582,30 @@ func TestSmallerProtocolFindings(t *testing.T) {
 		t.Errorf("member by reference: %s", g.raw)
 	}
 }
+
+// TestDiscoveryFilterAndNeOnAbsent: a filter on /Schemas or /ResourceTypes
+// is 403 (RFC 7644 §4); `ne` matches a user without the attribute, as
+// `not (… eq …)` does (finding 15).
+func TestDiscoveryFilterAndNeOnAbsent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	for _, p := range []string{"/Schemas", "/ResourceTypes", "/Schemas/urn:ietf:params:scim:schemas:core:2.0:User"} {
+		if r := e.do("GET", p+"?filter="+url.QueryEscape(`id eq "x"`), nil); r.status != 403 || r.body["schemas"] == nil {
+			t.Errorf("GET %s with a filter: %d %s", p, r.status, r.raw)
+		}
+		if r := e.do("GET", p, nil); r.status != 200 {
+			t.Errorf("GET %s: %d", p, r.status)
+		}
+	}
+	with := e.mustCreateUser("ne1@example.com", map[string]any{"title": "Boss"})
+	without := e.mustCreateUser("ne2@example.com")
+	for _, f := range []string{`title ne "zzz"`, `not (title eq "zzz")`} {
+		r := e.do("GET", "/Users?filter="+url.QueryEscape(f), nil)
+		if got := fmt.Sprint(r.ids()); got != fmt.Sprint([]string{with, without}) {
+			t.Errorf("%s: %v", f, got)
+		}
+	}
+	if r := e.do("GET", "/Users?filter="+url.QueryEscape(`title ne "Boss"`), nil); fmt.Sprint(r.ids()) != fmt.Sprint([]string{without}) {
+		t.Errorf(`title ne "Boss": %v`, r.ids())
+	}
+}
