@@ -172,14 +172,23 @@ func waitRoles(t *testing.T, emu *discordemu.Emulator, userID string, want ...st
 var mutatingRoutes = []string{"member_edit", "member_role_add", "member_role_remove", "member_kick", "ban_create"}
 
 // mutations lists the Discord calls that changed member userID after seq.
+// The emulator records a request after answering it, so a state that has
+// already changed may not be in the recorder yet: when since > 0 (a change
+// is expected) it polls until at least one call is there, or 5 s pass.
 func mutations(emu *discordemu.Emulator, userID string, since int64) []discordemu.Record {
-	var out []discordemu.Record
-	for _, r := range emu.Recorder().Requests(discordemu.RequestFilter{UserID: userID, SinceSeq: since}) {
-		if slices.Contains(mutatingRoutes, r.Route) {
-			out = append(out, r)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var out []discordemu.Record
+		for _, r := range emu.Recorder().Requests(discordemu.RequestFilter{UserID: userID, SinceSeq: since}) {
+			if slices.Contains(mutatingRoutes, r.Route) {
+				out = append(out, r)
+			}
 		}
+		if len(out) > 0 || since == 0 || time.Now().After(deadline) {
+			return out
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
 	}
-	return out
 }
 
 func userBody(userName, discordID string) map[string]any {
