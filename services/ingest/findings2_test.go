@@ -609,3 +609,41 @@ func TestDiscoveryFilterAndNeOnAbsent(t *testing.T) {
 		t.Errorf(`title ne "Boss": %v`, r.ids())
 	}
 }
+
+// TestForwardedHeaders: proxy headers are used only when trusted, first
+// entry only, scheme case-insensitive, RFC 7239 Forwarded first (finding
+// 14).
+func TestForwardedHeaders(t *testing.T) {
+	t.Parallel()
+	location := func(e *env, hdr map[string]string) string {
+		t.Helper()
+		r := e.doOn(0, tokenA, "GET", "/Users", nil, hdr)
+		if r.status != 200 {
+			t.Fatalf("GET: %d", r.status)
+		}
+		e.mustCreateUser(fmt.Sprintf("fwd%d@example.com", len(hdr)+len(fmt.Sprint(hdr))))
+		l := e.doOn(0, tokenA, "GET", "/Users?count=1", nil, hdr)
+		res := asAnyList(l.body["Resources"])
+		loc, _ := res[0].(map[string]any)["meta"].(map[string]any)["location"].(string)
+		return loc
+	}
+	untrusted := newEnv(t, 1)
+	if loc := location(untrusted, map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}); !strings.HasPrefix(loc, "http://127.0.0.1:") {
+		t.Errorf("untrusted proxy headers used: %s", loc)
+	}
+	trusted := newEnv(t, 1, func(c *ingest.Config, _ *ingest.Deps) { c.TrustForwardedHeaders = true })
+	cases := []struct {
+		hdr  map[string]string
+		want string
+	}{
+		{map[string]string{"X-Forwarded-Proto": "HTTPS", "X-Forwarded-Host": "scim.example.com"}, "https://scim.example.com/scim/v2/Users/"},
+		{map[string]string{"X-Forwarded-Proto": "https, http", "X-Forwarded-Host": "a.example.com, b.internal"}, "https://a.example.com/scim/v2/Users/"},
+		{map[string]string{"Forwarded": `for=1.2.3.4;proto=https;host="f.example.com:8443", for=5.6.7.8;proto=http;host=x`, "X-Forwarded-Host": "ignored.example"}, "https://f.example.com:8443/scim/v2/Users/"},
+		{map[string]string{"X-Forwarded-Host": "bad host/../x"}, "http://127.0.0.1:"},
+	}
+	for _, c := range cases {
+		if loc := location(trusted, c.hdr); !strings.HasPrefix(loc, c.want) {
+			t.Errorf("%v: location %s, want prefix %s", c.hdr, loc, c.want)
+		}
+	}
+}

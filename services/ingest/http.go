@@ -134,7 +134,7 @@ func (s *Service) serveSCIM(q *request) {
 		s.writeError(q, errf(http.StatusNotFound, "", "no SCIM endpoint at %s", path))
 		return
 	}
-	q.base = baseURL(q.r) + s.cfg.BasePath
+	q.base = baseURL(q.r, s.cfg.TrustForwardedHeaders) + s.cfg.BasePath
 	rest := strings.Trim(path[len(s.cfg.BasePath):], "/")
 	segs := strings.Split(rest, "/")
 	if rest == "" {
@@ -149,21 +149,64 @@ func (s *Service) serveSCIM(q *request) {
 
 func hasPrefixFold(s, p string) bool { return len(s) >= len(p) && strings.EqualFold(s[:len(p)], p) }
 
-// baseURL is the scheme and host the client used (behind a proxy:
-// X-Forwarded-Proto / X-Forwarded-Host).
-func baseURL(r *http.Request) string {
+// baseURL is the scheme and host the client used. Behind a trusted proxy
+// (trustProxy) the first entry of RFC 7239 Forwarded (proto=, host=), else
+// of X-Forwarded-Proto / X-Forwarded-Host, is used; a proxy appends its
+// entry, so the first one is what the client asked for. The scheme is
+// case-insensitive; a host that is not a plain host[:port] is ignored.
+func baseURL(r *http.Request, trustProxy bool) string {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
+	host := r.Host
+	if !trustProxy {
+		return scheme + "://" + host
+	}
+	var fwdProto, fwdHost string
+	if f := r.Header.Get("Forwarded"); f != "" {
+		first, _, _ := strings.Cut(f, ",")
+		for _, pair := range strings.Split(first, ";") {
+			k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
+			if !ok {
+				continue
+			}
+			v = strings.Trim(strings.TrimSpace(v), `"`)
+			switch strings.ToLower(strings.TrimSpace(k)) {
+			case "proto":
+				fwdProto = v
+			case "host":
+				fwdHost = v
+			}
+		}
+	} else {
+		fwdProto, _, _ = strings.Cut(r.Header.Get("X-Forwarded-Proto"), ",")
+		fwdHost, _, _ = strings.Cut(r.Header.Get("X-Forwarded-Host"), ",")
+	}
+	if p := strings.ToLower(strings.TrimSpace(fwdProto)); p == "https" || p == "http" {
 		scheme = p
 	}
-	host := r.Host
-	if h := r.Header.Get("X-Forwarded-Host"); h != "" && !strings.ContainsAny(h, " /\\") {
+	if h := strings.TrimSpace(fwdHost); validHost(h) {
 		host = h
 	}
 	return scheme + "://" + host
+}
+
+// validHost accepts host[:port] with the characters of a DNS name, an
+// IPv4 or a bracketed IPv6 address.
+func validHost(h string) bool {
+	if h == "" || len(h) > 255 {
+		return false
+	}
+	for _, c := range h {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '.' || c == '-' || c == ':' || c == '[' || c == ']' || c == '_':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Service) route(q *request, res string, rest []string) {

@@ -68,6 +68,11 @@ type Config struct {
 	WriteTimeout time.Duration
 	// BucketReplicas is passed to eventbus.EnsureBuckets (default 1).
 	BucketReplicas int
+	// TrustForwardedHeaders takes the scheme and host of meta.location and
+	// $ref from the first entry of the proxy headers (RFC 7239 Forwarded,
+	// else X-Forwarded-Proto / X-Forwarded-Host). Default false: enable it
+	// only behind a proxy that sets or strips them (cmd/ingest does).
+	TrustForwardedHeaders bool
 }
 
 // DefaultConfig returns the defaults.

@@ -117,6 +117,9 @@ func run(ctx context.Context) error {
 
 	cfg := ingest.DefaultConfig()
 	cfg.HTTPAddr = env("SCIMCORD_HTTP_ADDR", cfg.HTTPAddr)
+	// The deployed ingest sits behind a Service/Ingress that sets
+	// X-Forwarded-*/Forwarded: meta.location and $ref use them.
+	cfg.TrustForwardedHeaders = true
 	cfg.BucketReplicas = replicas
 	svc, err := ingest.New(cfg, ingest.Deps{JS: js, Tenants: ts, Logger: log, TracerProvider: tp.TracerProvider, Admin: adm})
 	if err != nil {
