@@ -133,6 +133,9 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
 			// Live work of this guild: background calls wait (priority.go).
 			defer s.dc.prio.enter(g.ID)()
 			for _, u := range users {
+				s.markPending(ctx, t.ID, g.ID, u) // property 7: known, not applied yet
+			}
+			for _, u := range users {
 				err := s.reconcile(ctx, t, g, u)
 				if err != nil && fanOut && ctx.Err() == nil {
 					if serr := s.scheduleRetry(ctx, t.ID, g.ID, u, err, 1); serr == nil {
@@ -222,13 +225,15 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 	}
 	log := s.log.With("tenant", t.ID, "guild", g.ID, "user", userID)
 
-	stales := 0 // PATCHes refused because the roles read had grown too old
+	stales := 0         // PATCHes refused because the roles read had grown too old
+	var known *[]string // roles read before a wait, for a one-role PUT/DELETE only
 	for attempt := 0; ; attempt++ {
 		mark()
-		// Always a fresh GET: roles read before a wait are never reused,
-		// since a human may have changed them meanwhile (Discord has no
-		// compare-and-set on member roles).
-		p, err := s.plan(ctx, t, g, userID)
+		// Roles read before a wait are never the base of a PATCH: a plan
+		// from known roles has no readAt, so execute refuses a PATCH from it
+		// (errStaleRoles) and it is planned again from a fresh GET.
+		p, err := s.planWith(ctx, t, g, userID, known)
+		known = nil
 		if err != nil {
 			if errors.Is(err, eventbus.ErrNotFound) {
 				return nil // nothing stored under this user: nothing to do
@@ -296,6 +301,13 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 				}
 				if err := sleepCtx(ctx, wait, nil); err != nil {
 					return err
+				}
+				if p.inGuild && len(p.add)+len(p.rm) == 1 && !stale() {
+					// A one-role PUT/DELETE touches no other role: it may be
+					// planned from the roles read before the wait (no second
+					// GET). Anything that needs a PATCH reads again.
+					cur := p.current
+					known = &cur
 				}
 				s.metrics.inc("replanned")
 				continue
