@@ -440,7 +440,10 @@ func compare(a *attr, v any, op filter.CompareOperator, want any) bool {
 				return ordered(op, c)
 			}
 		}
-		if !a.CaseExact {
+		switch {
+		case a.Uniqueness == "server" && !a.CaseExact && (op == filter.EQ || op == filter.NE):
+			s, w = lower(s), lower(w) // userName, group displayName: the uniqueness key
+		case !a.CaseExact:
 			s, w = strings.ToLower(s), strings.ToLower(w)
 		}
 		switch op {

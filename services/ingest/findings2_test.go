@@ -647,3 +647,40 @@ func TestForwardedHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestNameUniquenessIsUnicodeAware: userName and group displayName are one
+// name across Unicode normalisation forms, full case folding and
+// surrounding whitespace, in the claims, the indexes and `eq` filters
+// (finding 12).
+func TestNameUniquenessIsUnicodeAware(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 2)
+	pairs := []struct{ first, second string }{
+		{"\u00c4nne@example.com", "A\u0308nne@example.com"}, // NFC vs NFD
+		{"sam@example.com", "\u017fam@example.com"},         // long s folds to s
+		{"stra\u00dfe@example.com", "STRASSE@example.com"},  // ß folds to ss
+		{"trail@example.com", "trail@example.com "},         // surrounding whitespace
+	}
+	for i, p := range pairs {
+		r := e.doOn(0, tokenA, "POST", "/Users", map[string]any{"userName": p.first}, nil)
+		if r.status != 201 {
+			t.Fatalf("create %q: %d %s", p.first, r.status, r.raw)
+		}
+		id := r.str("id")
+		if r := e.doOn(i%2, tokenA, "POST", "/Users", map[string]any{"userName": p.second}, nil); r.status != 409 || r.str("scimType") != "uniqueness" {
+			t.Errorf("create %q after %q: %d %s", p.second, p.first, r.status, r.raw)
+		}
+		for _, f := range []string{`userName eq "` + p.second + `"`, `userName eq "` + p.second + `" and active eq true`} {
+			if l := e.doOn(1, tokenA, "GET", "/Users?filter="+url.QueryEscape(f), nil, nil); fmt.Sprint(l.ids()) != fmt.Sprint([]string{id}) {
+				t.Errorf("%s: %s", f, l.raw)
+			}
+		}
+		gname := "Team " + p.first
+		if r := e.do("POST", "/Groups", map[string]any{"displayName": gname}); r.status != 201 {
+			t.Fatalf("group %q: %d %s", gname, r.status, r.raw)
+		}
+		if r := e.doOn(1, tokenA, "POST", "/Groups", map[string]any{"displayName": "Team " + p.second}, nil); r.status != 409 {
+			t.Errorf("group %q after %q: %d %s", "Team "+p.second, gname, r.status, r.raw)
+		}
+	}
+}

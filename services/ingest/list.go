@@ -257,7 +257,7 @@ func (s *Service) candidates(tenant string, k resourceKind, expr filter.Expressi
 		case name == "id":
 			ids = []string{val}
 		case k == kindUser && name == "userName":
-			if id, ok := t.userByName[strings.ToLower(val)]; ok {
+			if id, ok := t.userByName[lower(val)]; ok {
 				ids = []string{id}
 			}
 		case k == kindUser && name == "externalId":
@@ -269,7 +269,7 @@ func (s *Service) candidates(tenant string, k resourceKind, expr filter.Expressi
 				ids = []string{id}
 			}
 		case k == kindGroup && name == "displayName":
-			if id, ok := t.groupByName[strings.ToLower(val)]; ok {
+			if id, ok := t.groupByName[lower(val)]; ok {
 				ids = []string{id}
 			}
 		case k == kindGroup && name == "externalId":

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
 	"hash/fnv"
 	"slices"
 	"strings"
@@ -294,5 +296,24 @@ func (s *Service) setMember(ctx context.Context, tenant, groupID, userID string,
 	return fmt.Errorf("ingest: membership %s: too many concurrent changes: %w", key, eventbus.ErrConflict)
 }
 
-// lower is the case-insensitive form of unique values.
-func lower(s string) string { return strings.ToLower(s) }
+// lower is the uniqueness key of a userName or group displayName: the
+// claim key, the view's name indexes and `eq` on these attributes use it.
+// The name is case-insensitive (RFC 7643 §4.1.1 userName, §4.2
+// displayName), so the key is Unicode NFC, full case folding (ſ = s,
+// ß = ss) and surrounding whitespace removed: "Änne" in NFC and NFD,
+// "ſam" and "sam", "sam " and "sam" are one name. The value itself is
+// stored as sent.
+func lower(s string) string {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			ascii = false
+			break
+		}
+	}
+	s = strings.TrimSpace(s)
+	if ascii {
+		return strings.ToLower(s)
+	}
+	return norm.NFC.String(cases.Fold().String(norm.NFC.String(s)))
+}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -168,8 +167,8 @@ func delIdx(m map[string]map[string]struct{}, k, id string) {
 }
 
 func (t *tenantView) unindexUser(u *userRec) {
-	if t.userByName[strings.ToLower(u.userName)] == u.id {
-		delete(t.userByName, strings.ToLower(u.userName))
+	if t.userByName[lower(u.userName)] == u.id {
+		delete(t.userByName, lower(u.userName))
 	}
 	delIdx(t.userByExt, u.externalID, u.id)
 	if u.discordID != "" && t.userByDisc[u.discordID] == u.id {
@@ -200,7 +199,7 @@ func (t *tenantView) applyUser(ev *eventv1.Event, u *eventv1.User, rev uint64) {
 		created: sm.Meta.Created, modified: sm.Meta.LastModified,
 	}
 	t.users[rec.id] = rec
-	t.userByName[strings.ToLower(rec.userName)] = rec.id
+	t.userByName[lower(rec.userName)] = rec.id
 	addIdx(t.userByExt, rec.externalID, rec.id)
 	if rec.discordID != "" {
 		t.userByDisc[rec.discordID] = rec.id
@@ -213,8 +212,8 @@ func (t *tenantView) applyGroup(ev *eventv1.Event, g *eventv1.Group, rev uint64)
 		return
 	}
 	if old != nil {
-		if t.groupByName[strings.ToLower(old.displayName)] == old.id {
-			delete(t.groupByName, strings.ToLower(old.displayName))
+		if t.groupByName[lower(old.displayName)] == old.id {
+			delete(t.groupByName, lower(old.displayName))
 		}
 		delIdx(t.groupByExt, old.externalID, old.id)
 	}
@@ -237,7 +236,7 @@ func (t *tenantView) applyGroup(ev *eventv1.Event, g *eventv1.Group, rev uint64)
 		}
 	}
 	t.groups[rec.id] = rec
-	t.groupByName[strings.ToLower(rec.displayName)] = rec.id
+	t.groupByName[lower(rec.displayName)] = rec.id
 	addIdx(t.groupByExt, rec.externalID, rec.id)
 }
 
