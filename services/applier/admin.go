@@ -367,6 +367,9 @@ func (s *Service) adminStatus(ctx context.Context, t *tenants.Tenant, user strin
 			ms.DiscordUserID, ms.InGuild = p.discordID, p.inGuild
 			ms.Desired, ms.Actual, ms.Managed = nonNil(p.desired), nonNil(p.current), nonNil(p.managed)
 			ms.ToAdd, ms.ToRemove = p.add, p.rm
+			if p.discordID != "" && p.inGuild && p.policy != tenants.ActionNone && p.deferred == "" {
+				ms.Status = pendingView(ms.Status, t.ID, g.ID, user, p.add, p.rm)
+			}
 		}
 		out = append(out, ms)
 	}
