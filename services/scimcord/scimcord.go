@@ -41,7 +41,10 @@ import (
 type Deps struct {
 	// Logger receives the logs of every part (standard error in cmd/scimcord).
 	Logger *slog.Logger
-	// Out receives the start-up banner (base URL, generated token); default io.Discard.
+	// Out receives a token generated at this start, once (the addresses and
+	// the token files are in the "scimcord ready" log record). It must not be
+	// the log stream: cmd/scimcord sets it to standard error only when that is
+	// a terminal. Default io.Discard.
 	Out io.Writer
 }
 
@@ -323,35 +326,43 @@ func (s *System) Run(ctx context.Context) error {
 	s.adminToken, s.metricsAddr = adminToken, metricsAddr
 	s.emu, s.ingest, s.applier, s.mapping, s.nats = emu, isvc, asvc, msvc, ns
 	s.mu.Unlock()
-	fmt.Fprintf(s.deps.Out, "scimcord is running\n  SCIM base URL: %s\n", s.baseURL)
-	if cfg.TenantsFile == "" && cfg.DevToken == "" {
-		if s.generated {
-			fmt.Fprintf(s.deps.Out, "  SCIM token (generated, kept in %s; set SCIMCORD_DEV_TOKEN to choose one): %s\n",
-				filepath.Join(cfg.DataDir, "dev-token"), token)
-		} else {
-			fmt.Fprintf(s.deps.Out, "  SCIM token: the one generated at first start, in %s\n", filepath.Join(cfg.DataDir, "dev-token"))
-		}
-	}
-	fmt.Fprintf(s.deps.Out, "  Status page: http://%s/admin/ (operator API /admin/api/v1/, CLI: scimcord status <user>)\n", isvc.Addr())
-	switch {
-	case cfg.AdminToken != "":
-	case adminGenerated:
-		fmt.Fprintf(s.deps.Out, "  Admin token (generated, kept in %s; set SCIMCORD_ADMIN_TOKEN to choose one): %s\n",
-			filepath.Join(cfg.DataDir, "admin-token"), adminToken)
-	default:
-		fmt.Fprintf(s.deps.Out, "  Admin token: the one generated at first start, in %s\n", filepath.Join(cfg.DataDir, "admin-token"))
-	}
-	if metricsAddr != "" {
-		fmt.Fprintf(s.deps.Out, "  Metrics: http://%s/metrics\n", metricsAddr)
-	}
-	if emu != nil {
-		fmt.Fprintf(s.deps.Out, "  Discord emulator: %s (state: %s/_emu/guilds/%s/state)\n", emu.URL(), emu.URL(), guildID)
-	} else {
-		fmt.Fprintf(s.deps.Out, "  Discord: real API, guild %s\n", guildID)
-	}
-	log.Info("scimcord ready", "scim_base_url", s.baseURL, "emulator", emu != nil)
+	s.announce(log, isvc.Addr(), metricsAddr, guildID, emu, token, adminToken, adminGenerated)
 	close(s.ready)
 	return g.Wait()
+}
+
+// announce logs the "scimcord ready" record — addresses and the files that
+// hold the tokens, never a token: the log stream is JSON (jq-able) and is
+// kept — and writes a token generated at this start, once, to Deps.Out (a
+// terminal in cmd/scimcord, never the log stream).
+func (s *System) announce(log *slog.Logger, httpAddr, metricsAddr, guildID string, emu *discordemu.Emulator, token, adminToken string, adminGenerated bool) {
+	cfg := s.cfg
+	attrs := []any{"scim_base_url", s.baseURL,
+		"status_page", "http://" + httpAddr + "/admin/",
+		"operator_api", "http://" + httpAddr + "/admin/api/v1/"}
+	devFile := filepath.Join(cfg.DataDir, "dev-token")
+	if cfg.TenantsFile == "" && cfg.DevToken == "" {
+		attrs = append(attrs, "scim_token_file", devFile, "scim_token_generated", s.generated)
+	}
+	adminFile := filepath.Join(cfg.DataDir, "admin-token")
+	if cfg.AdminToken == "" {
+		attrs = append(attrs, "admin_token_file", adminFile, "admin_token_generated", adminGenerated)
+	}
+	if metricsAddr != "" {
+		attrs = append(attrs, "metrics_url", "http://"+metricsAddr+"/metrics")
+	}
+	if emu != nil {
+		attrs = append(attrs, "discord", "emulator", "emulator_url", emu.URL(), "emulator_state_url", emu.URL()+"/_emu/guilds/"+guildID+"/state")
+	} else {
+		attrs = append(attrs, "discord", "real", "guild", guildID)
+	}
+	log.Info("scimcord ready", attrs...)
+	if cfg.TenantsFile == "" && cfg.DevToken == "" && s.generated {
+		fmt.Fprintf(s.deps.Out, "scimcord: generated SCIM token (kept in %s; set SCIMCORD_DEV_TOKEN to choose one): %s\n", devFile, token)
+	}
+	if cfg.AdminToken == "" && adminGenerated {
+		fmt.Fprintf(s.deps.Out, "scimcord: generated admin token (kept in %s; set SCIMCORD_ADMIN_TOKEN to choose one): %s\n", adminFile, adminToken)
+	}
 }
 
 func (s *System) tenants(guildID string) (*tenants.Set, string, error) {

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -38,11 +39,24 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		return err
 	}
 	log := telemetry.NewLogger(os.Stderr, cfg.LogLevel)
-	sys, err := scimcord.New(cfg, scimcord.Deps{Logger: log, Out: os.Stderr})
+	// Generated tokens go to the terminal only, never into the (JSON) log
+	// stream: they are also kept in the data directory's token files.
+	var out io.Writer
+	if isTerminal(os.Stderr) {
+		out = os.Stderr
+	}
+	sys, err := scimcord.New(cfg, scimcord.Deps{Logger: log, Out: out})
 	if err != nil {
 		return err
 	}
 	return sys.Run(ctx)
+}
+
+// isTerminal reports whether f is a character device (a terminal, not a
+// file or pipe the logs are collected from).
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // configFromEnv reads the all-in-one's configuration; the README lists every variable.
