@@ -70,12 +70,14 @@ type Config struct {
 	DeadLetterBucket string
 	// GracePeriod delays a kick or ban after deactivation or deletion; the
 	// managed roles are removed at once, and a re-activation within the
-	// period restores them. 0 = act at once.
+	// period restores them. 0 = act at once. A guild's grace_period (tenant
+	// file) overrides it.
 	GracePeriod time.Duration
 	// BrakeMaxCount and BrakeMaxShare engage the mass-removal brake when one
 	// burst (BrakeWindow) would remove roles from, kick or ban more than
 	// max(BrakeMaxCount, BrakeMaxShare × guild members) members; the rest are
-	// held until AllowRemovals. BrakeMaxCount 0 disables the brake.
+	// held until AllowRemovals. BrakeMaxCount 0 disables the brake. A
+	// guild's brake_max_count / brake_max_share (tenant file) override them.
 	BrakeMaxCount int
 	BrakeMaxShare float64
 	BrakeWindow   time.Duration
