@@ -9,7 +9,10 @@
 // or a session cookie set by /admin/login — a form, or GET
 // /admin/login?token=… for scripted browsers — that holds a digest of the
 // token, never the token itself. Every comparison is constant-time; anything
-// else is 401.
+// else is 401. The cookie value is derived from the token alone: every
+// session stays valid as long as the token does, so rotating the admin
+// token (and restarting) is how sessions are revoked. Answers forbid framing
+// (X-Frame-Options DENY, CSP frame-ancestors 'none').
 package admin
 
 import (
@@ -21,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -144,6 +148,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("X-Frame-Options", "DENY") // no clickjacking of the page or the login form
+	w.Header().Set("Content-Security-Policy", "frame-ancestors 'none'")
+	w.Header().Set("Referrer-Policy", "no-referrer")
 	s.mux.ServeHTTP(w, r.WithContext(ctx))
 }
 
@@ -218,10 +225,32 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost {
 		next = r.PostFormValue("next")
 	}
-	if !strings.HasPrefix(next, "/admin/") || strings.ContainsAny(next, "\\\r\n") || strings.HasPrefix(next, "/admin/login") {
-		next = "/admin/" // only a page of this API: never an open redirect
-	}
+	next = safeNext(next)
 	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// safeNext is the page to go to after login: next when, cleaned of dot
+// segments (/admin/../evil is /evil), it is a page under /admin/ other than
+// the login itself; otherwise /admin/ — never an open redirect.
+func safeNext(next string) string {
+	if next == "" || strings.ContainsAny(next, "\\\r\n\t") || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
+		return "/admin/"
+	}
+	p, query, hasQuery := strings.Cut(next, "?")
+	if strings.Contains(p, "%") {
+		return "/admin/" // an encoded dot segment or slash: refuse rather than decode twice
+	}
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/"
+	}
+	if !strings.HasPrefix(clean, "/admin/") || strings.HasPrefix(clean, "/admin/login") {
+		return "/admin/"
+	}
+	if hasQuery {
+		clean += "?" + query
+	}
+	return clean
 }
 
 func (s *Server) serveLogout(w http.ResponseWriter, r *http.Request) {

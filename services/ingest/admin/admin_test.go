@@ -158,12 +158,17 @@ func TestLogin_RedirectsOnlyWithinAdmin(t *testing.T) {
 	hs := newServer(t)
 	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for next, want := range map[string]string{
-		"/admin/?user=bob":      "/admin/?user=bob",
-		"https://evil.example/": "/admin/",
-		"//evil.example/admin/": "/admin/",
-		"/admin/login?token=x":  "/admin/",
-		"/scim/v2/Users":        "/admin/",
-		"/admin/\\evil.example": "/admin/",
+		"/admin/?user=bob":       "/admin/?user=bob",
+		"https://evil.example/":  "/admin/",
+		"//evil.example/admin/":  "/admin/",
+		"/admin/login?token=x":   "/admin/",
+		"/scim/v2/Users":         "/admin/",
+		"/admin/\\evil.example":  "/admin/",
+		"/admin/../evil":         "/admin/",
+		"/admin/./../scim/v2":    "/admin/",
+		"/admin/%2e%2e/evil":     "/admin/",
+		"/admin/x/../?user=bob":  "/admin/?user=bob",
+		"/admin/./login?token=1": "/admin/",
 	} {
 		resp, err := c.Get(hs.URL + "/admin/login?token=" + token + "&next=" + url.QueryEscape(next))
 		if err != nil {
@@ -172,6 +177,22 @@ func TestLogin_RedirectsOnlyWithinAdmin(t *testing.T) {
 		resp.Body.Close()
 		if got := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || got != want {
 			t.Errorf("next=%q → %d %q, want 303 %q", next, resp.StatusCode, got, want)
+		}
+	}
+}
+
+// TestAnswers_ForbidFraming: no page or API answer can be framed.
+func TestAnswers_ForbidFraming(t *testing.T) {
+	t.Parallel()
+	hs := newServer(t)
+	for _, p := range []string{"/admin/", "/admin/login", "/admin/api/v1/dlq"} {
+		resp, err := http.Get(hs.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.Header.Get("X-Frame-Options") != "DENY" || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
+			t.Errorf("%s: X-Frame-Options %q, CSP %q", p, resp.Header.Get("X-Frame-Options"), resp.Header.Get("Content-Security-Policy"))
 		}
 	}
 }
