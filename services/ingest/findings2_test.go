@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/scimcord/scimcord/services/ingest"
 )
@@ -682,5 +683,44 @@ func TestNameUniquenessIsUnicodeAware(t *testing.T) {
 		if r := e.doOn(1, tokenA, "POST", "/Groups", map[string]any{"displayName": "Team " + p.second}, nil); r.status != 409 {
 			t.Errorf("group %q after %q: %d %s", "Team "+p.second, gname, r.status, r.raw)
 		}
+	}
+}
+
+// TestViewBookkeepingIsBounded: closed memberships drop their revision
+// once the watcher has delivered the close, a re-add still works, and
+// deleted ids are forgotten after the tombstone TTL (finding 16).
+func TestViewBookkeepingIsBounded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	svc := e.svcs[0]
+	var members []any
+	for i := range 30 {
+		members = append(members, map[string]any{"value": e.mustCreateUser(fmt.Sprintf("bk%d@example.com", i))})
+	}
+	gid := e.do("POST", "/Groups", map[string]any{"displayName": "Bookkeeping", "members": members}).str("id")
+	if n, _ := svc.ViewSizesForTest("acme"); n != 30 {
+		t.Fatalf("memberRev after 30 adds: %d", n)
+	}
+	if r := e.do("PATCH", "/Groups/"+gid, patchBody(map[string]any{"op": "remove", "path": "members"})); r.status != 204 {
+		t.Fatalf("remove all: %d %s", r.status, r.raw)
+	}
+	eventually(t, 10*time.Second, "closed memberships pruned", func() bool { n, _ := svc.ViewSizesForTest("acme"); return n == 0 })
+	// Re-adding a member whose closed record exists in the bucket works.
+	if r := e.do("PATCH", "/Groups/"+gid, patchBody(map[string]any{"op": "add", "path": "members", "value": members[:2]})); r.status != 204 {
+		t.Fatalf("re-add: %d %s", r.status, r.raw)
+	}
+	if got := e.memberIDsOf(gid); len(got) != 2 {
+		t.Fatalf("after re-add: %v", got)
+	}
+	// Tombstones expire.
+	svc.SetTombstoneTTLForTest(time.Nanosecond)
+	for i := 2; i < 30; i++ {
+		id := members[i].(map[string]any)["value"].(string)
+		if r := e.do("DELETE", "/Users/"+id, nil); r.status != 204 {
+			t.Fatalf("delete: %d %s", r.status, r.raw)
+		}
+	}
+	if _, n := svc.ViewSizesForTest("acme"); n > 2 {
+		t.Errorf("tombstones after 28 deletes with a 1ns TTL: %d", n)
 	}
 }

@@ -71,7 +71,7 @@ func (s *Service) put(ctx context.Context, ev *eventv1.Event, expectedRev uint64
 		}
 		return 0, err
 	}
-	s.view.apply(ev, rev)
+	s.view.applyOwn(ev, rev)
 	return rev, nil
 }
 

@@ -51,7 +51,9 @@ type tenantView struct {
 	userGroups    map[string]map[string]struct{} // user → groups (member=true)
 	memberRev     map[string]uint64              // "group/user" → revision of the membership record
 	memberDisplay map[string]string              // "group/user" → display the IdP sent, if any
-	deleted       map[string]struct{}            // ids of deleted users and groups
+	deleted       map[string]time.Time           // ids of users and groups deleted recently → when (see pruneDeleted)
+	deletedOrder  []string                       // ids of deleted, oldest first
+	tombstoneTTL  time.Duration
 	// userMemberRev / userMemberMod: the newest membership record (open or
 	// closed) naming the user, and its time — part of the user's ETag and
 	// lastModified, because a user renders its groups.
@@ -65,7 +67,7 @@ func newTenantView() *tenantView {
 		userByName: map[string]string{}, userByExt: map[string]map[string]struct{}{}, userByDisc: map[string]string{},
 		groupByName: map[string]string{}, groupByExt: map[string]map[string]struct{}{},
 		members: map[string]map[string]struct{}{}, userGroups: map[string]map[string]struct{}{},
-		memberRev: map[string]uint64{}, memberDisplay: map[string]string{}, deleted: map[string]struct{}{},
+		memberRev: map[string]uint64{}, memberDisplay: map[string]string{}, deleted: map[string]time.Time{},
 		userMemberRev: map[string]uint64{}, userMemberMod: map[string]time.Time{},
 	}
 }
@@ -79,6 +81,8 @@ type view struct {
 	tenants   map[string]*tenantView
 	watermark uint64        // highest stream sequence delivered by the watcher
 	advanced  chan struct{} // closed and replaced when watermark grows
+	// tombstoneTTL: how long deleted ids are remembered (tenantView.tombstone).
+	tombstoneTTL time.Duration
 
 	// gate is held by the watcher while it applies one update. Tests take it
 	// to hold a replica's view behind the stream (export_test.go); it is
@@ -89,7 +93,7 @@ type view struct {
 }
 
 func newView() *view {
-	return &view{tenants: map[string]*tenantView{}, advanced: make(chan struct{})}
+	return &view{tenants: map[string]*tenantView{}, advanced: make(chan struct{}), tombstoneTTL: defaultTombstoneTTL}
 }
 
 // tenant returns a tenant's view (nil when it has no resources yet); the
@@ -100,6 +104,7 @@ func (v *view) tenantW(id string) *tenantView {
 	t := v.tenants[id]
 	if t == nil {
 		t = newTenantView()
+		t.tombstoneTTL = v.tombstoneTTL
 		v.tenants[id] = t
 	}
 	return t
@@ -123,10 +128,33 @@ func (v *view) applyRecord(key string, data []byte, rev uint64) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.applyLocked(ev, rev)
+	if m := ev.GetMembership(); m != nil && !m.GetMember() {
+		// The watcher delivers the bucket in order, so every earlier record
+		// of this key is applied: a closed membership needs no revision any
+		// more (a later re-add that finds none loses its CAS once and
+		// re-reads the record). Keeps memberRev O(open memberships).
+		t := v.tenantW(ev.GetTenantId())
+		k := memberKey(m.GetGroupId(), m.GetUserId())
+		if t.memberRev[k] == rev {
+			delete(t.memberRev, k)
+		}
+	}
 	return nil
 }
 
-// apply applies an event written by this process, once acknowledged.
+// applyOwn applies an event written by this process, once acknowledged
+// (read-your-writes). A record the watcher has delivered already is not
+// applied again: the watcher may have pruned it (a closed membership).
+func (v *view) applyOwn(ev *eventv1.Event, rev uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if rev <= v.watermark {
+		return
+	}
+	v.applyLocked(ev, rev)
+}
+
+// apply applies a record read from the bucket (refresh after a lost CAS).
 func (v *view) apply(ev *eventv1.Event, rev uint64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -188,7 +216,7 @@ func (t *tenantView) applyUser(ev *eventv1.Event, u *eventv1.User, rev uint64) {
 		delete(t.users, u.GetId())
 		delete(t.userMemberRev, u.GetId())
 		delete(t.userMemberMod, u.GetId())
-		t.deleted[u.GetId()] = struct{}{}
+		t.tombstone(u.GetId())
 		return
 	}
 	var sm snapshotMeta
@@ -219,7 +247,7 @@ func (t *tenantView) applyGroup(ev *eventv1.Event, g *eventv1.Group, rev uint64)
 	}
 	if g.GetDeleted() || ev.GetOp() == eventv1.Operation_OPERATION_DELETE {
 		delete(t.groups, g.GetId())
-		t.deleted[g.GetId()] = struct{}{}
+		t.tombstone(g.GetId())
 		return
 	}
 	var sm snapshotMeta
@@ -277,6 +305,29 @@ func (t *tenantView) applyMembership(ev *eventv1.Event, m *eventv1.Membership, r
 			ng.modified = ts.AsTime()
 		}
 		t.groups[m.GetGroupId()] = &ng
+	}
+}
+
+// defaultTombstoneTTL is how long the view remembers a deleted id. It only
+// serves uniqueness claims younger than their lease (WriteTimeout+1s) held
+// by a resource deleted since (claimState); older claims of an unknown
+// owner are taken over anyway. Bounded, so churn does not grow the heap.
+const defaultTombstoneTTL = 10 * time.Minute
+
+// tombstone records a deletion and forgets those older than the TTL.
+func (t *tenantView) tombstone(id string) {
+	now := time.Now()
+	if _, ok := t.deleted[id]; !ok {
+		t.deletedOrder = append(t.deletedOrder, id)
+	}
+	t.deleted[id] = now
+	n := 0
+	for n < len(t.deletedOrder) && now.Sub(t.deleted[t.deletedOrder[n]]) > t.tombstoneTTL {
+		delete(t.deleted, t.deletedOrder[n])
+		n++
+	}
+	if n > 0 {
+		t.deletedOrder = append(t.deletedOrder[:0:0], t.deletedOrder[n:]...)
 	}
 }
 
