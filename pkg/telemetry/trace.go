@@ -27,17 +27,30 @@ type Config struct {
 	// Exporter is "none" (default), "console" (stdouttrace JSON on Console)
 	// or "otlp".
 	Exporter string
-	// OTLPEndpoint overrides OTEL_EXPORTER_OTLP_ENDPOINT (the exporter also reads
-	// the standard variables itself).
+	// OTLPEndpoint is the base endpoint (OTEL_EXPORTER_OTLP_ENDPOINT): a URL
+	// (http://host:4318; for http/protobuf "/v1/traces" is appended to its
+	// path, as the OTel spec says) or host:port. The exporter also reads the
+	// standard variables itself.
 	OTLPEndpoint string
+	// OTLPTracesEndpoint is the signal-specific endpoint
+	// (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT): a full URL used as is (for
+	// http/protobuf it includes the path, such as /v1/traces). It wins over
+	// OTLPEndpoint.
+	OTLPTracesEndpoint string
 	// OTLPProtocol is "grpc" (default) or "http/protobuf".
 	OTLPProtocol string
 	// OTLPInsecure disables TLS for the OTLP endpoint.
 	OTLPInsecure bool
 	// Console receives console spans (default os.Stdout).
 	Console io.Writer
-	// Sampler overrides the sampler (default: parent-based, always on).
+	// Sampler overrides the sampler. Default (EnvSampler empty): EdgeSampler —
+	// every span is sampled, even under a remote parent that was not (an
+	// IdP's traceparent with flags 00), so that the trace id a SCIM response
+	// names is always exported.
 	Sampler sdktrace.Sampler
+	// EnvSampler is OTEL_TRACES_SAMPLER; when set, the SDK's own reading of
+	// the sampling variables (OTEL_TRACES_SAMPLER, _ARG) decides instead.
+	EnvSampler string
 	// SpanProcessors are added to the provider (tests use an in-memory recorder).
 	SpanProcessors []sdktrace.SpanProcessor
 	// ServiceName overrides the service.name given to NewProvider
@@ -49,18 +62,17 @@ type Config struct {
 // FromEnv reads the standard OTel variables. Only cmd mains call it.
 func FromEnv(getenv func(string) string) Config {
 	c := Config{
-		Exporter:     strings.ToLower(strings.TrimSpace(getenv("OTEL_TRACES_EXPORTER"))),
-		OTLPEndpoint: getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
-		OTLPProtocol: getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
-		ServiceName:  strings.TrimSpace(getenv("OTEL_SERVICE_NAME")),
-	}
-	if c.OTLPEndpoint == "" {
-		c.OTLPEndpoint = getenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+		Exporter:           strings.ToLower(strings.TrimSpace(getenv("OTEL_TRACES_EXPORTER"))),
+		OTLPEndpoint:       strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_ENDPOINT")),
+		OTLPTracesEndpoint: strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")),
+		OTLPProtocol:       getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
+		ServiceName:        strings.TrimSpace(getenv("OTEL_SERVICE_NAME")),
+		EnvSampler:         strings.TrimSpace(getenv("OTEL_TRACES_SAMPLER")),
 	}
 	if c.OTLPProtocol == "" {
 		c.OTLPProtocol = getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
 	}
-	if strings.HasPrefix(c.OTLPEndpoint, "http://") {
+	if strings.HasPrefix(c.OTLPEndpoint, "http://") || strings.HasPrefix(c.OTLPTracesEndpoint, "http://") {
 		c.OTLPInsecure = true
 	}
 	if v := strings.ToLower(getenv("OTEL_EXPORTER_OTLP_INSECURE")); v == "true" {
@@ -123,10 +135,10 @@ func NewProvider(ctx context.Context, serviceName string, cfg Config) (*Provider
 		}
 		opts = append(opts, sdktrace.WithBatcher(exp))
 	}
-	if len(cfg.SpanProcessors) == 0 && (cfg.Exporter == "" || cfg.Exporter == "none") {
-		// No exporter: still create real span contexts so that trace ids
-		// reach responses and logs, but record nothing.
-		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())))
+	if cfg.Sampler == nil && (cfg.EnvSampler == "" || (len(cfg.SpanProcessors) == 0 && (cfg.Exporter == "" || cfg.Exporter == "none"))) {
+		// Without an exporter this still creates real span contexts, so that
+		// trace ids reach responses and logs (nothing is recorded).
+		opts = append(opts, sdktrace.WithSampler(EdgeSampler()))
 	}
 	for _, sp := range cfg.SpanProcessors {
 		opts = append(opts, sdktrace.WithSpanProcessor(sp))
@@ -146,15 +158,43 @@ func NewProvider(ctx context.Context, serviceName string, cfg Config) (*Provider
 	return &Provider{TracerProvider: tp, sdk: tp}, nil
 }
 
+// EdgeSampler samples every span, also under a remote parent that was not
+// sampled: scimcord is the edge of its traces (the IdP's traceparent is only
+// a correlation hint), and the traceresponse header and the sync status name
+// a trace id that must be found in the backend. A sampled remote parent and
+// local parents are followed as usual. Set OTEL_TRACES_SAMPLER to choose
+// another (for example parentbased_traceidratio to sample less).
+func EdgeSampler() sdktrace.Sampler {
+	return sdktrace.ParentBased(sdktrace.AlwaysSample(), sdktrace.WithRemoteParentNotSampled(sdktrace.AlwaysSample()))
+}
+
 // Noop is a provider that creates no spans.
 func Noop() *Provider { return &Provider{TracerProvider: noop.NewTracerProvider()} }
 
 func otlpExporter(ctx context.Context, cfg Config) (sdktrace.SpanExporter, error) {
-	ep := strings.TrimPrefix(strings.TrimPrefix(cfg.OTLPEndpoint, "http://"), "https://")
+	// The signal-specific URL is used as is (WithEndpointURL); the base is a
+	// URL (http/protobuf: "/v1/traces" appended to its path) or host:port.
+	url, hostport := cfg.OTLPTracesEndpoint, ""
+	if url == "" && cfg.OTLPEndpoint != "" {
+		if strings.Contains(cfg.OTLPEndpoint, "://") {
+			url = cfg.OTLPEndpoint
+			if cfg.OTLPProtocol == "http/protobuf" {
+				url = strings.TrimRight(url, "/") + "/v1/traces"
+			}
+		} else {
+			hostport = cfg.OTLPEndpoint
+		}
+	}
+	if url != "" && !strings.Contains(url, "://") {
+		url, hostport = "", url // a host:port in the traces variable
+	}
 	if cfg.OTLPProtocol == "http/protobuf" {
 		var o []otlptracehttp.Option
-		if ep != "" {
-			o = append(o, otlptracehttp.WithEndpoint(ep))
+		switch {
+		case url != "":
+			o = append(o, otlptracehttp.WithEndpointURL(url))
+		case hostport != "":
+			o = append(o, otlptracehttp.WithEndpoint(hostport))
 		}
 		if cfg.OTLPInsecure {
 			o = append(o, otlptracehttp.WithInsecure())
@@ -166,8 +206,11 @@ func otlpExporter(ctx context.Context, cfg Config) (sdktrace.SpanExporter, error
 		return exp, nil
 	}
 	var o []otlptracegrpc.Option
-	if ep != "" {
-		o = append(o, otlptracegrpc.WithEndpoint(ep))
+	switch {
+	case url != "":
+		o = append(o, otlptracegrpc.WithEndpointURL(url))
+	case hostport != "":
+		o = append(o, otlptracegrpc.WithEndpoint(hostport))
 	}
 	if cfg.OTLPInsecure {
 		o = append(o, otlptracegrpc.WithInsecure())
