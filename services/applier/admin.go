@@ -121,6 +121,7 @@ type adminState struct {
 	synced  bool
 	reports jetstream.KeyValue // adminReportsBucket (nil until serveAdmin opened it)
 	outcome map[State]int64    // applies by resulting sync state (this replica)
+	slots   chan struct{}      // operator workers in use (workerSlots)
 }
 
 // applied counts one apply by the sync state it ended in.
@@ -216,8 +217,20 @@ func (s *Service) serveAdmin(ctx context.Context) {
 	} else {
 		s.log.WarnContext(ctx, "drift reports are kept per replica only", "bucket", adminReportsBucket, "error", err)
 	}
+	slots := s.admin.workerSlots()
 	sub, err := nc.QueueSubscribe(AdminSubjectPrefix+">", AdminQueue, func(m *nats.Msg) {
-		go s.answerAdmin(ctx, m)
+		select {
+		case slots <- struct{}{}:
+			go func() {
+				defer func() { <-slots }()
+				s.answerAdmin(ctx, m)
+			}()
+		default:
+			// Every worker busy (a burst of requests, slow Discord reads):
+			// refuse at once instead of piling up goroutines.
+			data, _ := json.Marshal(adminReply{Error: ErrAdminBusy.Error()})
+			_ = m.Respond(data)
+		}
 	})
 	if err != nil {
 		s.log.WarnContext(ctx, "operator API not available", "error", err)
@@ -300,6 +313,22 @@ func (s *Service) answerAdmin(ctx context.Context, m *nats.Msg) {
 		data, _ = json.Marshal(adminReply{Error: "applier admin: encode reply: " + merr.Error()})
 	}
 	_ = m.Respond(data)
+}
+
+// adminWorkers bounds the operator requests one replica answers at once.
+const adminWorkers = 16
+
+// ErrAdminBusy is the reply when every operator worker of the replica is busy.
+var ErrAdminBusy = errors.New("applier busy: too many operator requests at once, retry shortly")
+
+// workerSlots returns the semaphore of the operator workers.
+func (a *adminState) workerSlots() chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.slots == nil {
+		a.slots = make(chan struct{}, adminWorkers)
+	}
+	return a.slots
 }
 
 // ErrAdminBadRequest marks an operator request the applier refuses.

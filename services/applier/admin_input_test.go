@@ -59,3 +59,28 @@ func TestAdmin_StatusRefusesAUserThatIsNotAKeyToken(t *testing.T) {
 		t.Fatalf("status of u1 after the bad requests: %+v", rep)
 	}
 }
+
+// TestAdmin_BoundedWorkersAnswerBusy: the responder runs at most
+// adminWorkers requests at once; one more is answered "busy" at once
+// instead of starting another goroutine.
+func TestAdmin_BoundedWorkersAnswerBusy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := e.start(testConfig())
+	if rep := e.adminAsk(AdminOpOverview, AdminRequest{Tenant: tenantID}); rep.Error != "" {
+		t.Fatalf("overview: %+v", rep)
+	}
+	slots := r.svc.admin.workerSlots()
+	for range cap(slots) {
+		slots <- struct{}{} // every worker busy
+	}
+	if rep := e.adminAsk(AdminOpOverview, AdminRequest{Tenant: tenantID}); !strings.Contains(rep.Error, "busy") {
+		t.Fatalf("overview with every worker busy: %+v, want busy", rep)
+	}
+	for range cap(slots) {
+		<-slots
+	}
+	if rep := e.adminAsk(AdminOpOverview, AdminRequest{Tenant: tenantID}); rep.Error != "" {
+		t.Fatalf("overview after the burst: %+v", rep)
+	}
+}

@@ -143,6 +143,9 @@ func (s *Server) askApplier(ctx context.Context, op string, req applierRequest) 
 		if strings.Contains(rep.Error, "bad request") {
 			return nil, badRequest("applier: %s", rep.Error)
 		}
+		if strings.HasPrefix(rep.Error, "applier busy") {
+			return nil, unavailable("%s", rep.Error)
+		}
 		return nil, fmt.Errorf("applier %s: %s", op, rep.Error)
 	}
 	return rep.Result, nil
