@@ -101,7 +101,7 @@ type AdminOverview struct {
 // AdminReplayResult is the outcome of a replay.
 type AdminReplayResult struct {
 	Replayed int      `json:"replayed"`
-	Errors   []string `json:"errors,omitempty"`
+	Errors   []string `json:"errors"` // always present ([] when none)
 }
 
 // adminReply is the envelope of every reply.
@@ -355,7 +355,15 @@ func (s *Service) adminOp(ctx context.Context, op string, req AdminRequest) (any
 	case AdminOpOverview:
 		return s.adminOverview(ctx, t)
 	case AdminOpDLQList:
-		return s.tenantDeadLetters(ctx, t.ID)
+		dls, err := s.tenantDeadLetters(ctx, t.ID)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]deadLetterJSON, 0, len(dls))
+		for _, dl := range dls {
+			out = append(out, deadLetterJSON{statusJSON: statusOut(dl.Status), Op: dl.Op, HTTPStatus: dl.HTTPStatus})
+		}
+		return out, nil
 	case AdminOpDLQReplay:
 		return s.adminReplay(ctx, t, req)
 	case AdminOpReconcile:
@@ -440,7 +448,7 @@ func (s *Service) tenantDeadLetters(ctx context.Context, tenant string) ([]DeadL
 }
 
 func (s *Service) adminReplay(ctx context.Context, t *tenants.Tenant, req AdminRequest) (AdminReplayResult, error) {
-	var res AdminReplayResult
+	res := AdminReplayResult{Errors: []string{}}
 	if req.All {
 		n, err := s.Replay(ctx, t.ID)
 		res.Replayed = n
@@ -535,4 +543,71 @@ func (s *Service) adminOverview(ctx context.Context, t *tenants.Tenant) (AdminOv
 	}
 	ov.DeadLetters = dls
 	return ov, nil
+}
+
+// The operator replies carry every field the README documents for
+// `-o json`, empty ones included ("" , 0, [] or null), so that scripts need
+// not guess whether a field is missing or empty. The stored records keep
+// their compact form.
+
+// statusJSON is Status with every field present.
+type statusJSON struct {
+	Tenant        string    `json:"tenant"`
+	Guild         string    `json:"guild"`
+	User          string    `json:"user"`
+	DiscordUserID string    `json:"discord_user_id"`
+	State         State     `json:"state"`
+	Code          int       `json:"code"`
+	Detail        string    `json:"detail"`
+	Action        string    `json:"action"`
+	Roles         []string  `json:"roles"`
+	TraceID       string    `json:"trace_id"`
+	Time          time.Time `json:"time"`
+}
+
+func statusOut(st Status) statusJSON {
+	return statusJSON{Tenant: st.Tenant, Guild: st.Guild, User: st.User, DiscordUserID: st.DiscordUserID, State: st.State,
+		Code: st.Code, Detail: st.Detail, Action: st.Action, Roles: nonNil(st.Roles), TraceID: st.TraceID, Time: st.Time}
+}
+
+// deadLetterJSON is a DeadLetter of the dlq.list reply.
+type deadLetterJSON struct {
+	statusJSON
+	Op         string `json:"op"`
+	HTTPStatus int    `json:"http_status"`
+}
+
+// MarshalJSON writes every documented field (status null when none).
+func (m AdminMemberStatus) MarshalJSON() ([]byte, error) {
+	var st *statusJSON
+	if m.Status != nil {
+		v := statusOut(*m.Status)
+		st = &v
+	}
+	return json.Marshal(struct {
+		Guild         string      `json:"guild"`
+		Status        *statusJSON `json:"status"`
+		DiscordUserID string      `json:"discord_user_id"`
+		InGuild       bool        `json:"in_guild"`
+		Desired       []string    `json:"desired_roles"`
+		Actual        []string    `json:"actual_roles"`
+		Managed       []string    `json:"managed_roles"`
+		ToAdd         []string    `json:"to_add"`
+		ToRemove      []string    `json:"to_remove"`
+		PlanError     string      `json:"plan_error"`
+	}{m.Guild, st, m.DiscordUserID, m.InGuild, nonNil(m.Desired), nonNil(m.Actual), nonNil(m.Managed),
+		nonNil(m.ToAdd), nonNil(m.ToRemove), m.PlanError})
+}
+
+// MarshalJSON writes every documented field of a change of a drift report.
+func (c PlannedChange) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		User          string   `json:"user"`
+		DiscordUserID string   `json:"discord_user_id"`
+		Op            string   `json:"op"`
+		Add           []string `json:"add"`
+		Remove        []string `json:"remove"`
+		Done          bool     `json:"done"`
+		Error         string   `json:"error"`
+	}{c.User, c.DiscordUserID, c.Op, nonNil(c.Add), nonNil(c.Remove), c.Done, c.Error})
 }

@@ -101,3 +101,28 @@ func TestAPI_LongUserDoesNotBreakTheConnection(t *testing.T) {
 		t.Fatalf("lookup after the long ones: %+v %v", u, err)
 	}
 }
+
+// TestJSON_UserAndGroupsCarryEveryDocumentedField: `-o json` fields are
+// present when empty (externalId, discordUserId, trace ids).
+func TestJSON_UserAndGroupsCarryEveryDocumentedField(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		v      any
+		fields []string
+	}{
+		{UserView{ID: "u"}, []string{"id", "userName", "externalId", "active", "deleted", "discordUserId", "version", "lastChange", "lastOp", "lastTraceId"}},
+		{GroupView{ID: "g"}, []string{"id", "displayName", "externalId", "membershipTraceId"}},
+		{GuildRulesApply{Guild: "1"}, []string{"guild", "preview", "applied", "version"}},
+	} {
+		data, _ := json.Marshal(tc.v)
+		var m map[string]any
+		if err := json.Unmarshal(data, &m); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range tc.fields {
+			if _, ok := m[f]; !ok {
+				t.Errorf("%T: field %q missing in %s", tc.v, f, data)
+			}
+		}
+	}
+}

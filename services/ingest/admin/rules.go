@@ -32,7 +32,7 @@ type GuildRulesApply struct {
 	Guild   string `json:"guild"`
 	Preview any    `json:"preview"`
 	Applied bool   `json:"applied"`
-	Version uint64 `json:"version,omitempty"`
+	Version uint64 `json:"version"` // 0 on a dry run
 }
 
 // splitRules returns the rule-set YAML of each guild of t in a rules file.

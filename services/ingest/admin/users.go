@@ -18,25 +18,25 @@ import (
 type UserView struct {
 	ID            string    `json:"id"`
 	UserName      string    `json:"userName"`
-	ExternalID    string    `json:"externalId,omitempty"`
+	ExternalID    string    `json:"externalId"`
 	Active        bool      `json:"active"`
 	Deleted       bool      `json:"deleted"`
-	DiscordUserID string    `json:"discordUserId,omitempty"`
+	DiscordUserID string    `json:"discordUserId"`
 	Version       uint64    `json:"version"`
 	LastChange    time.Time `json:"lastChange"`
 	LastOp        string    `json:"lastOp"`
 	// LastTraceID is the trace of the SCIM request that last changed the
 	// user (from the traceparent stored with the record).
-	LastTraceID string `json:"lastTraceId,omitempty"`
+	LastTraceID string `json:"lastTraceId"`
 }
 
 // GroupView is one group the user belongs to.
 type GroupView struct {
 	ID          string `json:"id"`
 	DisplayName string `json:"displayName"`
-	ExternalID  string `json:"externalId,omitempty"`
+	ExternalID  string `json:"externalId"`
 	// MembershipTraceID is the trace of the SCIM request that added the user.
-	MembershipTraceID string `json:"membershipTraceId,omitempty"`
+	MembershipTraceID string `json:"membershipTraceId"`
 }
 
 // lastTrace returns the trace id of the write that stored key's current
