@@ -541,6 +541,9 @@ func unescapeFilterString(s string) string {
 // indexedEq recognises `attr eq "value"` on an indexed attribute; the list
 // handler then looks candidates up in O(1).
 func indexedEq(k resourceKind, e filter.Expression) (attrName, value string, ok bool) {
+	if id, ok := memberValueEq(k, e); ok {
+		return "members.value", id, true
+	}
 	x, isAttr := e.(*filter.AttributeExpression)
 	if !isAttr || x.Operator != filter.EQ || x.AttributePath.SubAttribute != nil {
 		return "", "", false
@@ -563,4 +566,30 @@ func indexedEq(k resourceKind, e filter.Expression) (attrName, value string, ok 
 		return name, unescapeFilterString(v), true
 	}
 	return "", "", false
+}
+
+// memberValueEq recognises a group filter `members.value eq "id"` or
+// `members[value eq "id"]`: answered from the view's user → groups index in
+// O(groups of the user), without rendering any member list.
+func memberValueEq(k resourceKind, e filter.Expression) (string, bool) {
+	if k != kindGroup {
+		return "", false
+	}
+	switch x := e.(type) {
+	case *filter.AttributeExpression:
+		p := x.AttributePath
+		if x.Operator != filter.EQ || p.SubAttribute == nil || !strings.EqualFold(*p.SubAttribute, "value") ||
+			!strings.EqualFold(p.AttributeName, "members") || (p.URI() != "" && !strings.EqualFold(p.URI(), SchemaGroup)) {
+			return "", false
+		}
+		v, ok := x.CompareValue.(string)
+		return unescapeFilterString(v), ok
+	case *filter.ValuePath:
+		p := x.AttributePath
+		if p.SubAttribute != nil || !strings.EqualFold(p.AttributeName, "members") || (p.URI() != "" && !strings.EqualFold(p.URI(), SchemaGroup)) {
+			return "", false
+		}
+		return simpleValueEq(x.ValueFilter)
+	}
+	return "", false
 }

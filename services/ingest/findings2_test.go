@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -722,5 +723,40 @@ func TestViewBookkeepingIsBounded(t *testing.T) {
 	}
 	if _, n := svc.ViewSizesForTest("acme"); n > 2 {
 		t.Errorf("tombstones after 28 deletes with a 1ns TTL: %d", n)
+	}
+}
+
+// TestGroupsByMemberFromTheIndex: `members.value eq` and `members[value
+// eq]` on /Groups find exactly the user's groups (answered from the index,
+// members not rendered when excluded) (finding 16).
+func TestGroupsByMemberFromTheIndex(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	u := e.mustCreateUser("bymember@example.com")
+	other := e.mustCreateUser("other-member@example.com")
+	g1 := e.do("POST", "/Groups", map[string]any{"displayName": "ByMember 1", "members": []any{map[string]any{"value": u}, map[string]any{"value": other}}}).str("id")
+	g2 := e.do("POST", "/Groups", map[string]any{"displayName": "ByMember 2", "members": []any{map[string]any{"value": u}}}).str("id")
+	e.do("POST", "/Groups", map[string]any{"displayName": "ByMember 3", "members": []any{map[string]any{"value": other}}})
+	cases := []struct {
+		filter string
+		want   []string
+	}{
+		{`members.value eq "` + u + `"`, []string{g1, g2}},
+		{`members[value eq "` + u + `"]`, []string{g1, g2}},
+		{`members.value eq "` + u + `" and displayName eq "ByMember 2"`, []string{g2}},
+		{`members.value eq "nobody"`, nil},
+	}
+	for _, c := range cases {
+		r := e.do("GET", "/Groups?excludedAttributes=members&filter="+url.QueryEscape(c.filter), nil)
+		got := r.ids()
+		slices.Sort(got)
+		want := slices.Clone(c.want)
+		slices.Sort(want)
+		if r.status != 200 || fmt.Sprint(got) != fmt.Sprint(want) || strings.Contains(string(r.raw), `"members"`) {
+			t.Errorf("%s: %d %v, want %v: %s", c.filter, r.status, got, want, r.raw)
+		}
+	}
+	if r := e.do("GET", "/Groups?filter="+url.QueryEscape(`members.value eq "`+u+`"`), nil); !strings.Contains(string(r.raw), other) {
+		t.Errorf("members not rendered when wanted: %s", r.raw)
 	}
 }

@@ -83,13 +83,20 @@ func (s *Service) renderCand(q *request, c *cand) map[string]any {
 func (s *Service) collect(q *request, p listPlan, lq listQuery) []*cand {
 	cands := s.candidates(q.tenant.ID, p.k, p.expr)
 	withMembers := lq.proj.wants("members") || strings.Contains(strings.ToLower(lq.filter+" "+lq.sortBy), "members")
+	expr := p.expr
+	if _, ok := memberValueEq(p.k, expr); ok {
+		// The index answered the whole filter: no evaluation, and the
+		// members are rendered only if the response wants them.
+		expr = nil
+		withMembers = lq.proj.wants("members") || strings.Contains(strings.ToLower(lq.sortBy), "members")
+	}
 	for _, c := range cands {
 		c.withMembers = withMembers
 	}
-	if p.expr != nil {
+	if expr != nil {
 		kept := cands[:0]
 		for _, c := range cands {
-			if evalFilter(p.k, p.expr, s.renderCand(q, c), nil) {
+			if evalFilter(p.k, expr, s.renderCand(q, c), nil) {
 				kept = append(kept, c)
 			}
 		}
@@ -272,6 +279,12 @@ func (s *Service) candidates(tenant string, k resourceKind, expr filter.Expressi
 			if id, ok := t.groupByName[lower(val)]; ok {
 				ids = []string{id}
 			}
+		case k == kindGroup && name == "members.value":
+			if t.users[val] != nil {
+				for id := range t.userGroups[val] {
+					ids = append(ids, id)
+				}
+			}
 		case k == kindGroup && name == "externalId":
 			for id := range t.groupByExt[val] {
 				ids = append(ids, id)
@@ -323,6 +336,8 @@ func pickIndexed(k resourceKind, e filter.Expression) filter.Expression {
 	switch x := e.(type) {
 	case *filter.AttributeExpression:
 		return x
+	case *filter.ValuePath:
+		return x // members[value eq "id"]
 	case *filter.LogicalExpression:
 		if x.Operator != filter.AND {
 			return nil
