@@ -99,6 +99,9 @@ func Run(ctx context.Context, args []string, env Env) error {
 	if len(words) == 0 {
 		return usage(env, "no command")
 	}
+	if msg := checkArgs(words, o); msg != "" {
+		return usage(env, msg)
+	}
 	if env.Token == "" {
 		return errors.New("SCIMCORD_ADMIN_TOKEN is not set (the admin token printed at start, or configured on the server)")
 	}
@@ -144,6 +147,43 @@ func Run(ctx context.Context, args []string, env Env) error {
 		return show(w, o, raw, err, printRules)
 	}
 	return usage(env, "unknown command: "+strings.Join(words, " "))
+}
+
+// subUsage is the usage line of each subcommand.
+var subUsage = map[string]string{
+	"status":    "scimcord status <userName | SCIM id | Discord id>",
+	"explain":   "scimcord explain <user>",
+	"dlq":       "scimcord dlq list | scimcord dlq replay <id | --all>",
+	"reconcile": "scimcord reconcile <guild> [--dry-run]",
+	"rules":     "scimcord rules apply -f rules.yaml [--guild ID] [--dry-run]",
+}
+
+// checkArgs reports a known subcommand called with the wrong words, with
+// that subcommand's usage line ("" when the words fit, or the command is
+// unknown).
+func checkArgs(words []string, o options) string {
+	line, ok := subUsage[words[0]]
+	if !ok {
+		return ""
+	}
+	fits := false
+	switch words[0] {
+	case "status", "explain", "reconcile":
+		fits = len(words) == 2
+	case "dlq":
+		fits = (len(words) == 2 && words[1] == "list") ||
+			(len(words) >= 2 && words[1] == "replay" && ((o.all && len(words) == 2) || (!o.all && len(words) == 3)))
+	case "rules":
+		fits = len(words) == 2 && words[1] == "apply" && o.file != ""
+	}
+	if fits {
+		return ""
+	}
+	what := map[string]string{
+		"status": "status needs one user", "explain": "explain needs one user", "reconcile": "reconcile needs one guild",
+		"dlq": "dlq takes list, or replay with one id or --all", "rules": "rules apply needs -f rules.yaml",
+	}[words[0]]
+	return what + "; usage: " + line
 }
 
 func usage(env Env, msg string) error {
