@@ -760,3 +760,22 @@ func TestGroupsByMemberFromTheIndex(t *testing.T) {
 		t.Errorf("members not rendered when wanted: %s", r.raw)
 	}
 }
+
+// TestNonStringSubValuesAreRefused: `"emails": [1, 2]` or a boolean e-mail
+// value is 400 invalidValue, not coerced to a string (finding 13).
+func TestNonStringSubValuesAreRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	for _, b := range []string{
+		`{"userName":"num1@example.com","emails":[1,2]}`,
+		`{"userName":"num2@example.com","emails":[{"value":true}]}`,
+		`{"userName":"num3@example.com","phoneNumbers":[{"value":"1","type":7}]}`,
+	} {
+		if r := e.do("POST", "/Users", b); r.status != 400 || r.str("scimType") != "invalidValue" {
+			t.Errorf("%s: %d %s", b, r.status, r.raw)
+		}
+	}
+	if r := e.do("POST", "/Users", `{"userName":"num4@example.com","emails":["a@example.com"]}`); r.status != 201 {
+		t.Errorf("a bare string e-mail: %d %s", r.status, r.raw)
+	}
+}

@@ -224,6 +224,15 @@ func normalizeSingle(urn string, a *attr, v any) (any, error) {
 			if s == nil || s.Mutability == "readOnly" && a.Name != "members" && a.Name != "groups" {
 				continue
 			}
+			if s.Type == tString && !namesResource(a) {
+				// `"emails": [1, 2]`: a number or boolean is not an e-mail
+				// (RFC 7643 §2.3.1); only ids of members/manager are read
+				// leniently from a number.
+				switch sv.(type) {
+				case json.Number, bool, float64:
+					return nil, badRequest(scimInvalidValue, "%s.%s must be a string", a.Name, s.Name)
+				}
+			}
 			nv, err := normalizeSingle(urn, s, sv)
 			if err != nil {
 				return nil, err
@@ -372,4 +381,10 @@ func checkKeyCase(v any, depth int) error {
 		}
 	}
 	return nil
+}
+
+// namesResource reports whether a complex attribute's value is a resource
+// id (members, groups, the enterprise manager).
+func namesResource(a *attr) bool {
+	return a.Name == "members" || a.Name == "groups" || a.Name == "manager"
 }
