@@ -140,3 +140,11 @@ func (c *coalescer) waiting(key string) bool {
 	e := c.m[key]
 	return e != nil && e.running && e.refs > 1
 }
+
+// running reports whether a reconcile of key is running.
+func (c *coalescer) running(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.m[key]
+	return e != nil && e.running
+}

@@ -143,3 +143,44 @@ func TestPendingJoinMemberGetsRolesSoonAfterJoining(t *testing.T) {
 		t.Errorf("drift repair ran %d times; the re-check alone must apply the roles", n)
 	}
 }
+
+// A live message for a member whose background reconcile is waiting at the
+// priority gate boosts it: the live change is applied at once, not after all
+// other live work of the guild.
+func TestLiveMessageIsNotStuckBehindBackgroundWorkOfTheSameMember(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := e.start(testConfig())
+	e.putGroup("g-eng", "Engineering")
+	e.putUser("alice", memberAlice, true)
+	e.waitRoles(memberAlice, roleStaff)
+	e.waitIdle(testConfig().Durable)
+	if err := e.emu.Admin().SetMemberRoles(e.ctx, guildID, memberAlice, []string{roleDesign, roleStaff}); err != nil {
+		t.Fatalf("hand edit: %v", err)
+	}
+	// Other live work of the guild stays in flight for the whole test.
+	release := r.svc.dc.prio.enter(guildID)
+	defer release()
+	seq := e.emu.Recorder().NextSeq() - 1
+	repaired := make(chan error, 1)
+	tn, _ := e.tenants.Get(tenantID)
+	go func() {
+		// Drift repair's step for one member (Repair itself lists the guild
+		// first, which the gate would hold as well).
+		repaired <- r.svc.reconcileWaiting(lowPriority(e.ctx, nil), tn, tn.Guilds[0], "alice")
+	}()
+	// The repair's reconcile of alice is held at the gate: no call for her.
+	e.eventually("repair reached alice", 10*time.Second, func() (bool, string) {
+		return r.svc.coal.running(tenantID + "|" + guildID + "|alice"), "not yet"
+	})
+	if n := len(e.emu.Recorder().Requests(discordemu.RequestFilter{SinceSeq: seq, UserID: memberAlice})); n != 0 {
+		t.Fatalf("background work called Discord %d times for alice while live work was in flight", n)
+	}
+	// A live change for alice arrives: it must not wait for the other live work.
+	e.putMember("g-eng", "alice", true)
+	e.waitRoles(memberAlice, roleEng, roleStaff)
+	release()
+	if err := <-repaired; err != nil {
+		t.Fatalf("repair: %v", err)
+	}
+}
