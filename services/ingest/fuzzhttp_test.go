@@ -18,8 +18,11 @@ func FuzzHTTP(f *testing.F) {
 		`{"displayName":"g","members":[{"value":"bulkId:x"}]}`,
 		`{"Operations":[{"method":"POST","path":"/Users","bulkId":"x","data":{"userName":"q"}}]}`,
 		`userName eq "x"`, `{`, ``,
+		`{"startIndex":2,"count":9223372036854775807,"sortBy":"displayName"}`, `9223372036854775807`,
+		`{"Operations":[{"op":"remove","path":"members.display"}]}`,
+		`{"Operations":[{"op":"add","path":"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User","value":{"costCenter":"C"}}]}`,
 	} {
-		for op := range 6 {
+		for op := range 9 {
 			f.Add(uint8(op), s)
 		}
 	}
@@ -27,7 +30,7 @@ func FuzzHTTP(f *testing.F) {
 		e := *e // report through t inside the fuzz target
 		e.t = t
 		var r resp
-		switch op % 6 {
+		switch op % 9 {
 		case 0:
 			r = e.doOn(0, tokenA, "POST", "/Users", s, nil)
 		case 1:
@@ -40,9 +43,15 @@ func FuzzHTTP(f *testing.F) {
 			r = e.doOn(0, tokenA, "GET", "/Users?filter="+url.QueryEscape(s)+"&sortBy="+url.QueryEscape(s), nil, nil)
 		case 5:
 			r = e.doOn(0, tokenA, "POST", "/Bulk", s, nil)
+		case 6:
+			r = e.doOn(0, tokenA, "POST", "/.search", s, nil)
+		case 7:
+			r = e.doOn(0, tokenA, "GET", "/Groups?filter="+url.QueryEscape(s)+"&excludedAttributes=members", nil, nil)
+		case 8:
+			r = e.doOn(0, tokenA, "GET", "/Roles?startIndex="+url.QueryEscape(s)+"&count="+url.QueryEscape(s), nil, nil)
 		}
 		if r.status >= 500 {
-			t.Fatalf("op %d with %q: %d %s", op%6, s, r.status, r.raw)
+			t.Fatalf("op %d with %q: %d %s", op%9, s, r.status, r.raw)
 		}
 	})
 }
