@@ -35,7 +35,8 @@ func (t *spanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			tmpl = rest[i:] // "/api/v9/guilds/…" → "/guilds/…"
 		}
 	}
-	route := req.Method + " " + tmpl
+	route := req.Method + " " + tmpl // span name and attributes: ids as {id}
+	metricRoute := limiterRoute(req.Method, req.URL.Path)
 	attrs := []attribute.KeyValue{
 		attribute.String("http.request.method", req.Method),
 		attribute.String("url.template", tmpl),
@@ -46,6 +47,9 @@ func (t *spanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		attrs = append(attrs, attribute.String("discord.guild_id", g))
 	}
 	if tk, _ := req.Context().Value(ticketKey{}).(*Ticket); tk != nil {
+		if tk.route.Name != "" {
+			metricRoute = tk.route.Name
+		}
 		attrs = append(attrs, attribute.Float64("discord.ratelimit.wait_ms", float64(tk.waited.Microseconds())/1000))
 		t.stats.wait(tk.waited)
 	}
@@ -54,7 +58,7 @@ func (t *spanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	resp, err := t.base.RoundTrip(req.WithContext(ctx))
 	if err != nil {
-		t.stats.call(route, "error", "", time.Since(start))
+		t.stats.call(metricRoute, "error", "", time.Since(start))
 		span.SetStatus(codes.Error, "transport error")
 		span.SetAttributes(attribute.String("error.type", "transport"))
 		return nil, err
@@ -91,8 +95,43 @@ func (t *spanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		t.stats.tooMany(scope)
 	}
-	t.stats.call(route, strconv.Itoa(resp.StatusCode), dcode, time.Since(start))
+	t.stats.call(metricRoute, strconv.Itoa(resp.StatusCode), dcode, time.Since(start))
 	return resp, nil
+}
+
+// limiterRoute is the route label of the Discord metrics: the limiter's
+// route template (discord.go: "PUT /guilds/{g}/members/{u}/roles/{r}",
+// "GET /users/@me"), the same in every scimcord_applier_discord_* series.
+// The call's ticket names it; this derives it for a call without one.
+func limiterRoute(method, path string) string {
+	if rest, ok := strings.CutPrefix(path, "/api/v"); ok {
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			path = rest[i:]
+		}
+	}
+	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	for i, p := range parts {
+		if p == "" || p[0] < '0' || p[0] > '9' {
+			continue
+		}
+		prev := ""
+		if i > 0 {
+			prev = parts[i-1]
+		}
+		switch prev {
+		case "guilds":
+			parts[i] = "{g}"
+		case "members", "bans", "users":
+			parts[i] = "{u}"
+		case "roles":
+			parts[i] = "{r}"
+		case "channels":
+			parts[i] = "{c}"
+		default:
+			parts[i] = "{id}"
+		}
+	}
+	return method + " /" + strings.Join(parts, "/")
 }
 
 // peekCode reads Discord's JSON error code from an error response and puts

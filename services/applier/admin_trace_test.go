@@ -212,3 +212,22 @@ func BenchmarkSpanTransport(b *testing.B) {
 	b.ReportMetric(float64(traced)/float64(max(bare, 1)), "traced/bare")
 	b.ReportMetric(float64((traced-bare).Nanoseconds())/float64(b.N), "ns-added/call")
 }
+
+// TestLimiterRoute_MetricsUseTheLimitersTemplates: every Discord series
+// (discord_calls_total, discord_requests_total, the latency histogram) has
+// one route vocabulary, the limiter's (discord.go).
+func TestLimiterRoute_MetricsUseTheLimitersTemplates(t *testing.T) {
+	t.Parallel()
+	for path, want := range map[string]string{
+		"/api/v9/guilds/1100000000000000000/members/1100000000000001001/roles/1100000000000000102": routeRoleAdd,
+		"/api/v10/guilds/1100000000000000000/members/1100000000000001001":                         routeMemberGet,
+		"/api/v9/guilds/1100000000000000000/roles":                                                routeRolesList,
+		"/api/v9/users/@me":                                                                       routeUsersMe,
+		"/api/v9/guilds/1100000000000000000":                                                      routeGuildGet,
+	} {
+		method, _, _ := strings.Cut(want, " ")
+		if got := limiterRoute(method, path); got != want {
+			t.Errorf("limiterRoute(%s %s) = %q, want %q", method, path, got, want)
+		}
+	}
+}
