@@ -220,10 +220,10 @@ func TestLimiterRoute_MetricsUseTheLimitersTemplates(t *testing.T) {
 	t.Parallel()
 	for path, want := range map[string]string{
 		"/api/v9/guilds/1100000000000000000/members/1100000000000001001/roles/1100000000000000102": routeRoleAdd,
-		"/api/v10/guilds/1100000000000000000/members/1100000000000001001":                         routeMemberGet,
-		"/api/v9/guilds/1100000000000000000/roles":                                                routeRolesList,
-		"/api/v9/users/@me":                                                                       routeUsersMe,
-		"/api/v9/guilds/1100000000000000000":                                                      routeGuildGet,
+		"/api/v10/guilds/1100000000000000000/members/1100000000000001001":                          routeMemberGet,
+		"/api/v9/guilds/1100000000000000000/roles":                                                 routeRolesList,
+		"/api/v9/users/@me":                  routeUsersMe,
+		"/api/v9/guilds/1100000000000000000": routeGuildGet,
 	} {
 		method, _, _ := strings.Cut(want, " ")
 		if got := limiterRoute(method, path); got != want {
