@@ -88,3 +88,36 @@ func storedState(st *Status) string {
 	}
 	return string(st.State)
 }
+
+type planStartKey struct{}
+
+// withPlanStart records when a reconcile read the state it plans from.
+func withPlanStart(ctx context.Context, t time.Time) context.Context {
+	return context.WithValue(ctx, planStartKey{}, t)
+}
+
+// supersededByPending reports whether a final status (in_sync) computed from
+// state read at the plan start must not be written, because a message that
+// arrived after that read marked the member pending (markPending): the
+// state this reconcile saw may already be stale, and the newer message's
+// reconcile writes the status. Without it, a reconcile that read the store
+// just before a change would report in_sync while Discord still has the old
+// roles (DESIGN.md property 7).
+func (s *Service) supersededByPending(ctx context.Context, st Status) bool {
+	if st.State != StateInSync || s.status == nil || s.status.kv == nil {
+		return false
+	}
+	start, ok := ctx.Value(planStartKey{}).(time.Time)
+	if !ok {
+		return false
+	}
+	e, err := s.status.kv.Get(ctx, eventbus.StatusKey(st.Tenant, st.Guild, st.User))
+	if err != nil {
+		return false
+	}
+	var cur Status
+	if json.Unmarshal(e.Value(), &cur) != nil {
+		return false
+	}
+	return cur.State == StatePending && cur.Detail == pendingDetail && cur.Time.After(start)
+}

@@ -229,6 +229,7 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 	var known *[]string // roles read before a wait, for a one-role PUT/DELETE only
 	for attempt := 0; ; attempt++ {
 		mark()
+		ctx = withPlanStart(ctx, time.Now())
 		// Roles read before a wait are never the base of a PATCH: a plan
 		// from known roles has no readAt, so execute refuses a PATCH from it
 		// (errStaleRoles) and it is planned again from a fresh GET.
@@ -653,6 +654,9 @@ func permanentDetail(de *DiscordError) string {
 }
 
 func (s *Service) putStatus(ctx context.Context, st Status) error {
+	if s.supersededByPending(ctx, st) {
+		return nil // a newer change is queued for this member: its reconcile writes the status
+	}
 	st.Time = time.Now().UTC()
 	if err := s.status.put(ctx, st); err != nil {
 		s.log.WarnContext(ctx, "cannot write sync status", "tenant", st.Tenant, "guild", st.Guild, "user", st.User, "error", err)
