@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,40 +37,7 @@ func startSystem(t *testing.T, dataDir string) (*scimcord.System, func()) {
 	cfg.DevToken = testToken
 	cfg.MappingFile = "../../deploy/dev/mapping.yaml"
 	cfg.FixtureFile = "../../deploy/dev/guild.yaml"
-	sys, err := scimcord.New(cfg, scimcord.Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sys.Run(ctx) }()
-	select {
-	case <-sys.Ready():
-	case err := <-done:
-		cancel()
-		t.Fatalf("system stopped before ready: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("system not ready in 30s")
-	}
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("system stopped with: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("system did not stop within 20s")
-		}
-	}
-	t.Cleanup(stop)
-	return sys, stop
+	return runSystem(t, cfg, scimcord.Deps{})
 }
 
 type scimClient struct {
