@@ -64,6 +64,12 @@ type Config struct {
 	ReplicaTTL time.Duration
 	// ReplicaBucket is the KV bucket of replica heartbeats.
 	ReplicaBucket string
+	// LeaseBucket holds one lease per member being reconciled, so replicas
+	// never reconcile one member at once (per-member order across
+	// replicas); a lease expires LeaseTTL after its last renewal (a dead
+	// holder's members are free again after it).
+	LeaseBucket string
+	LeaseTTL    time.Duration
 	// AuditReason prefixes the X-Audit-Log-Reason of every change.
 	AuditReason string
 	// DeadLetterBucket is the KV bucket of dead letters (permanent failures).
@@ -98,6 +104,12 @@ type Config struct {
 	// first), which bounds the GETs it spends.
 	PendingJoinInterval time.Duration
 	PendingJoinBatch    int
+	// GuildRefresh is how often each guild's roles, the bot's position and
+	// the owner are read again (low priority), so a role created or moved
+	// above the bot protects its members without a failing call; 0 = only
+	// when needed (a member holding a role not seen yet, a 50013/10011, and
+	// drift repair).
+	GuildRefresh time.Duration
 	// AutoCreateRoles gives every SCIM group a role of its name in each guild
 	// of the tenant (created below the bot, renamed and deleted with the
 	// group; only roles scimcord created, recorded in RolesBucket).
@@ -122,6 +134,8 @@ func DefaultConfig() Config {
 		AckWait:             3 * time.Second,
 		ReplicaTTL:          3 * time.Second,
 		ReplicaBucket:       "applier_replicas",
+		LeaseBucket:         "applier_leases",
+		LeaseTTL:            3 * time.Second,
 		AuditReason:         "scimcord",
 		DeadLetterBucket:    "applier_deadletter",
 		BrakeMaxCount:       25,
@@ -131,6 +145,7 @@ func DefaultConfig() Config {
 		DriftInterval:       6 * time.Hour,
 		PendingJoinInterval: time.Minute,
 		PendingJoinBatch:    100,
+		GuildRefresh:        time.Minute,
 		RolesBucket:         "applier_roles",
 		ScheduleBucket:      "applier_scheduled",
 		BrakeBucket:         "applier_brake",
@@ -165,6 +180,9 @@ func (c Config) Validate() error {
 	if c.BrakeMaxCount > 0 && (c.BrakeWindow <= 0 || c.BrakeRecheck <= 0) {
 		errs = append(errs, errors.New("applier: BrakeWindow and BrakeRecheck must be > 0 when the brake is on"))
 	}
+	if c.LeaseTTL < 300*time.Millisecond || !eventbus.ValidToken(c.LeaseBucket) {
+		errs = append(errs, fmt.Errorf("applier: LeaseTTL %s must be >= 300ms and LeaseBucket %q a valid bucket name", c.LeaseTTL, c.LeaseBucket))
+	}
 	if !eventbus.ValidToken(c.BrakeBucket) {
 		errs = append(errs, fmt.Errorf("applier: BrakeBucket %q is not a valid bucket name", c.BrakeBucket))
 	}
@@ -174,8 +192,8 @@ func (c Config) Validate() error {
 	if c.AutoCreateRoles && !eventbus.ValidToken(c.RolesBucket) {
 		errs = append(errs, fmt.Errorf("applier: RolesBucket %q is not a valid bucket name", c.RolesBucket))
 	}
-	if c.DriftInterval < 0 {
-		errs = append(errs, errors.New("applier: DriftInterval must be >= 0"))
+	if c.DriftInterval < 0 || c.GuildRefresh < 0 {
+		errs = append(errs, errors.New("applier: DriftInterval and GuildRefresh must be >= 0"))
 	}
 	if c.PendingJoinInterval < 0 || (c.PendingJoinInterval > 0 && c.PendingJoinBatch <= 0) {
 		errs = append(errs, fmt.Errorf("applier: PendingJoinInterval %s must be >= 0 and PendingJoinBatch %d > 0 when it is on", c.PendingJoinInterval, c.PendingJoinBatch))
@@ -224,6 +242,8 @@ type Service struct {
 	// replicas holds one heartbeat key per live replica.
 	replicas jetstream.KeyValue
 	id       string
+	// leases holds the per-member leases (lease.go).
+	leases jetstream.KeyValue
 	// ownedRoles records the roles scimcord created (AutoCreateRoles).
 	ownedRoles jetstream.KeyValue
 	autoRoles  *autoRoleCache
@@ -234,6 +254,10 @@ type Service struct {
 	rulesSeen map[string]uint64     // guild → last mapping rules version (guarded by mu)
 	guildInfo map[string]*guildInfo // guarded by mu
 	infoTried map[string]time.Time  // guarded by mu: last lazy preflight per guild
+	// refreshing serialises the refresh of each guild's roles (guarded by mu);
+	// botID is the bot's user id once known (guarded by mu).
+	refreshing map[string]*sync.Mutex
+	botID      string
 
 	ready atomic.Bool
 	mu    sync.Mutex
@@ -310,6 +334,11 @@ func (s *Service) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("applier: open bucket %s: %w", s.cfg.ReplicaBucket, err)
 	}
+	ls, err := s.deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.cfg.LeaseBucket, History: 1, TTL: s.cfg.LeaseTTL})
+	if err != nil {
+		return fmt.Errorf("applier: open bucket %s: %w", s.cfg.LeaseBucket, err)
+	}
+	s.leases = ls
 	sc, err := s.deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.cfg.ScheduleBucket, History: 1})
 	if err != nil {
 		return fmt.Errorf("applier: open bucket %s: %w", s.cfg.ScheduleBucket, err)
@@ -379,6 +408,10 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.cfg.DriftInterval > 0 {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.driftLoop(ctx) }()
+	}
+	if s.cfg.GuildRefresh > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.guildRefreshLoop(ctx, s.cfg.GuildRefresh) }()
 	}
 	if s.cfg.PendingJoinInterval > 0 {
 		wg.Add(1)

@@ -190,6 +190,11 @@ func (d *discord) call(ctx context.Context, route Route, op string, f func(t *Ti
 		t.Cancel()
 	}
 	t.waited = time.Since(start)
+	if by, ok := ctx.Value(freshKey{}).(time.Time); ok && time.Now().After(by) {
+		// The plan is older than allowed after the wait: plan again.
+		t.Cancel()
+		return classify(op, errStaleRoles)
+	}
 	if err := f(t); err != nil {
 		t.Cancel() // no-op when the transport observed the response
 		return classify(op, err)
@@ -223,6 +228,14 @@ func (d *discord) RemoveRole(ctx context.Context, guildID, userID, roleID, reaso
 	return d.call(ctx, Route{routeRoleRemove, guildID}, "remove role "+roleID, func(t *Ticket) error {
 		return d.s.GuildMemberRoleRemove(guildID, userID, roleID, d.opts(ctx, t, reason)...)
 	})
+}
+
+type freshKey struct{}
+
+// withFreshBy marks ctx: a call made with it is not sent after by (the
+// desired state it was planned from would be too old).
+func withFreshBy(ctx context.Context, by time.Time) context.Context {
+	return context.WithValue(ctx, freshKey{}, by)
 }
 
 // errStaleRoles means a PATCH was not sent because the roles it was computed

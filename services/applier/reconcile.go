@@ -191,7 +191,11 @@ func (s *Service) reconcile(ctx context.Context, t *tenants.Tenant, g tenants.Gu
 		} else {
 			defer s.dc.prio.enter(g.ID)()
 		}
-		return s.reconcileOnce(ctx, t, g, userID, mark, stale)
+		// One replica at a time per member (lease.go): a message for a
+		// member another replica is reconciling comes back a moment later.
+		return s.holdLease(ctx, t.ID, g.ID, userID, func(ctx context.Context) error {
+			return s.reconcileOnce(ctx, t, g, userID, mark, stale)
+		})
 	})
 }
 
@@ -212,6 +216,10 @@ type plan struct {
 	// GET just now). A PATCH, which replaces the whole role list, is only
 	// sent within FreshRoles of it.
 	readAt time.Time
+	// desiredAt is when the desired state was read from the store (after
+	// the GET). No change is sent from a desired state older than
+	// FreshRoles: a long limiter wait before the send means plan again.
+	desiredAt time.Time
 }
 
 func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenants.Guild, userID string, mark func(), stale func() bool) error {
@@ -316,8 +324,14 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 			reason := fmt.Sprintf("%s: %s user %s (trace %s)", s.cfg.AuditReason, op, userID, st.TraceID)
 			if err := s.execute(ctx, g.ID, p, op, reason); err != nil {
 				if errors.Is(err, errStaleRoles) {
-					// The limiter held the PATCH past FreshRoles: read again.
+					// The limiter held the call past FreshRoles: plan again.
+					// A one-role PUT/DELETE touches no other role, so only
+					// the desired state is read again (no new GET).
 					s.metrics.inc("replanned")
+					if p.inGuild && len(p.add)+len(p.rm) == 1 && p.policy == "" {
+						cur := p.current
+						known = &cur
+					}
 					if stales++; stales < 5 {
 						continue
 					}
@@ -365,9 +379,63 @@ func (s *Service) plan(ctx context.Context, t *tenants.Tenant, g tenants.Guild, 
 }
 
 // planWith is plan with the member's roles already known (drift repair lists
-// them); known nil means GET the member.
+// them, or a one-role change planned before a wait); known nil means GET the
+// member. The desired state (store and mapping) is always read after the
+// member's roles: a diff never uses a desired state read before a wait (the
+// GET may wait for the rate limit and the network).
 func (s *Service) planWith(ctx context.Context, t *tenants.Tenant, g tenants.Guild, userID string, known *[]string) (plan, error) {
+	if known != nil {
+		p, err := s.desiredState(ctx, t, g, userID, true)
+		if err != nil || p.discordID == "" || p.policy == tenants.ActionNone {
+			return p, err
+		}
+		// Only for planning: a PATCH is never sent from these roles (readAt
+		// stays zero, execute refuses it); a one-role PUT/DELETE may be.
+		p.inGuild, p.current = true, *known
+		p.add, p.rm, p.target = diff(p.current, p.desired, p.managed)
+		return p, nil
+	}
+	for attempt := 0; ; attempt++ {
+		head, err := s.desiredState(ctx, t, g, userID, false) // the user record: who to GET
+		if err != nil || head.discordID == "" || head.policy == tenants.ActionNone {
+			return head, err
+		}
+		cur, err := s.dc.Member(ctx, g.ID, head.discordID)
+		readAt := time.Now()
+		inGuild := true
+		if err != nil {
+			var de *DiscordError
+			if !errors.As(err, &de) || de.Class != ClassUnknownMember {
+				return head, err
+			}
+			inGuild = false
+		}
+		p, err := s.desiredState(ctx, t, g, userID, true)
+		if err != nil || p.discordID == "" || p.policy == tenants.ActionNone {
+			return p, err
+		}
+		if p.discordID != head.discordID {
+			// Linked to another Discord user while we read: read that one.
+			if attempt < 2 {
+				continue
+			}
+			return p, eventbus.Retry(fmt.Errorf("applier: discord id of %s/%s keeps changing", t.ID, userID), jitter(s.cfg.RetryBase))
+		}
+		p.readAt = readAt
+		if inGuild {
+			p.inGuild, p.current = true, cur
+			p.add, p.rm, p.target = diff(cur, p.desired, p.managed)
+		}
+		return p, nil
+	}
+}
+
+// desiredState reads the user record and, with full, the user's groups and
+// the mapping's answer: the desired managed roles (no Discord call). Without
+// full it stops after the record (Discord id and policy).
+func (s *Service) desiredState(ctx context.Context, t *tenants.Tenant, g tenants.Guild, userID string, full bool) (plan, error) {
 	var p plan
+	p.desiredAt = time.Now()
 	rec, err := s.store.Get(ctx, eventbus.UserKey(t.ID, userID))
 	if err != nil {
 		return p, err
@@ -394,7 +462,7 @@ func (s *Service) planWith(ctx context.Context, t *tenants.Tenant, g tenants.Gui
 			p.deferred, p.due, p.policy = p.policy, due, tenants.ActionStrip
 		}
 	}
-	if p.discordID == "" || p.policy == tenants.ActionNone {
+	if p.discordID == "" || p.policy == tenants.ActionNone || !full {
 		return p, nil
 	}
 	groups, err := s.groupsOf(ctx, t.ID, userID)
@@ -439,24 +507,6 @@ func (s *Service) planWith(ctx context.Context, t *tenants.Tenant, g tenants.Gui
 	if p.policy != "" {
 		p.desired = nil // strip, kick and ban all remove the managed roles
 	}
-	if known != nil {
-		// Only for planning (drift repair's report): a PATCH is never sent
-		// from these roles, readAt stays zero (execute refuses it).
-		p.inGuild, p.current = true, *known
-		p.add, p.rm, p.target = diff(p.current, p.desired, p.managed)
-		return p, nil
-	}
-	cur, err := s.dc.Member(ctx, g.ID, p.discordID)
-	p.readAt = time.Now()
-	if err != nil {
-		var de *DiscordError
-		if errors.As(err, &de) && de.Class == ClassUnknownMember {
-			return p, nil
-		}
-		return p, err
-	}
-	p.inGuild, p.current = true, cur
-	p.add, p.rm, p.target = diff(cur, p.desired, p.managed)
 	return p, nil
 }
 
@@ -531,6 +581,10 @@ func (s *Service) route(guildID string, p plan) (Route, string) {
 }
 
 func (s *Service) execute(ctx context.Context, guildID string, p plan, op, reason string) error {
+	if !p.desiredAt.IsZero() {
+		// Sent only while the desired state it was computed from is fresh.
+		ctx = withFreshBy(ctx, p.desiredAt.Add(s.cfg.FreshRoles))
+	}
 	switch {
 	case op == "kick":
 		return s.dc.Kick(ctx, guildID, p.discordID, reason)
@@ -621,6 +675,9 @@ func (s *Service) fail(ctx context.Context, log interface {
 		s.metrics.inc("rate_limited")
 		return eventbus.Retry(err, de.RetryAfter+jitter(de.RetryAfter/10))
 	case ClassPermanent:
+		if de.Code == codeMissingPermissions || de.Code == codeUnknownRole {
+			s.markGuildStale(st.Guild) // a role moved, or was created or deleted
+		}
 		st.State, st.Code, st.Detail = StateFailed, de.Code, permanentDetail(de)
 		log.ErrorContext(ctx, "member failed permanently", "op", de.Op, "status", de.Status, "code", de.Code, "detail", st.Detail)
 		s.metrics.inc("dead_letters")

@@ -75,7 +75,11 @@ func (s *Service) schedule(ctx context.Context, st Status, action string, due ti
 	return nil
 }
 
-// scheduleLoop runs the scheduled actions that are due.
+// scheduleClaim is how long a replica that runs a scheduled entry holds it:
+// the entry is due again after it if that replica died meanwhile.
+const scheduleClaim = 10 * time.Second
+
+// scheduleLoop runs the scheduled actions that are due, each on one replica.
 func (s *Service) scheduleLoop(ctx context.Context) {
 	every := min(max(s.cfg.GracePeriod/20, s.cfg.BrakeRecheck/10, 100*time.Millisecond), time.Second)
 	t := time.NewTicker(every)
@@ -104,16 +108,28 @@ func (s *Service) scheduleLoop(ctx context.Context) {
 				_ = s.scheduled.Delete(ctx, key)
 				continue
 			}
+			// Claim the entry (compare-and-set on its revision): one
+			// replica runs it; if that replica dies, the entry is due again
+			// after scheduleClaim.
+			claimed := a
+			claimed.Due = time.Now().Add(scheduleClaim).UTC()
+			data, _ := json.Marshal(claimed)
+			rev, err := s.scheduled.Update(ctx, key, data, e.Revision())
+			if err != nil {
+				continue // another replica claimed it, or it changed: its new revision is looked at next tick
+			}
 			for _, g := range tn.Guilds {
 				if g.ID != a.Guild {
 					continue
 				}
 				if err := s.reconcile(ctx, tn, g, a.User); err != nil {
 					// Again later, with backoff (not at every tick).
-					a.Attempt++
+					if !errors.Is(err, ErrMemberBusy) {
+						a.Attempt++
+					}
 					a.Due = time.Now().Add(s.retryDelay(err, a.Attempt)).UTC()
 					data, _ := json.Marshal(a)
-					if _, uerr := s.scheduled.Update(ctx, key, data, e.Revision()); uerr != nil && !isWrongRevision(uerr) {
+					if _, uerr := s.scheduled.Update(ctx, key, data, rev); uerr != nil && !isWrongRevision(uerr) {
 						s.log.WarnContext(ctx, "cannot reschedule a failed action", "key", key, "error", uerr)
 					}
 					s.log.WarnContext(ctx, "scheduled action failed, will retry", "tenant", a.Tenant, "guild", a.Guild,
@@ -121,7 +137,7 @@ func (s *Service) scheduleLoop(ctx context.Context) {
 					continue
 				}
 				// Done, unless the reconcile scheduled it again (new revision).
-				if err := s.scheduled.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil &&
+				if err := s.scheduled.Delete(ctx, key, jetstream.LastRevision(rev)); err != nil &&
 					!errors.Is(err, jetstream.ErrKeyNotFound) && !isWrongRevision(err) {
 					s.log.WarnContext(ctx, "cannot clear a scheduled action", "key", key, "error", err)
 				}
