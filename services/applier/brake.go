@@ -148,12 +148,15 @@ func (b *brake) setSize(guild string, n int) {
 	_ = b.update(guild, func(r *brakeRecord) error { r.Size = n; return nil })
 }
 
-// admit reports whether a removal for member may proceed now.
-func (b *brake) admit(guild, member string, now time.Time) error {
+// admit reports whether a removal for member may proceed now; engaged is
+// true when this call engaged the brake (nothing was held before), so a
+// brake event is logged once, not once per member and recheck.
+func (b *brake) admit(guild, member string, now time.Time) (engaged bool, err error) {
 	if b == nil || !b.on(guild) {
-		return nil
+		return false, nil
 	}
-	return b.update(guild, func(r *brakeRecord) error {
+	err = b.update(guild, func(r *brakeRecord) error {
+		engaged = false
 		for m, at := range r.Members {
 			if now.Sub(at) > b.window {
 				delete(r.Members, m)
@@ -174,10 +177,48 @@ func (b *brake) admit(guild, member string, now time.Time) error {
 			delete(r.Held, member)
 			return nil
 		}
+		engaged = len(r.Held) == 0
 		r.Held[member] = now
 		return fmt.Errorf("%w: guild %s: removals from %d members within %s (limit %d); %d held until an operator allows them",
 			ErrBrakeEngaged, guild, len(r.Members)+len(r.Held), b.window, b.limit(guild, r), len(r.Held))
 	})
+	return engaged, err
+}
+
+// stillHeld reports, without changing the record, whether a removal of
+// member that the brake holds would still be held now: a held member's
+// recheck costs one read of the brake record, not a Discord call.
+func (b *brake) stillHeld(guild, member string, now time.Time) bool {
+	if b == nil || !b.on(guild) {
+		return false
+	}
+	kv := b.bucket()
+	if kv == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e, err := kv.Get(ctx, guild)
+	if err != nil {
+		return false // unknown: reconcile (admit decides)
+	}
+	var r brakeRecord
+	if json.Unmarshal(e.Value(), &r) != nil {
+		return false
+	}
+	if _, held := r.Held[member]; !held || now.Before(r.Allowed) {
+		return false
+	}
+	if at, ok := r.Members[member]; ok && now.Sub(at) <= b.window {
+		return false
+	}
+	recent := 0
+	for _, at := range r.Members {
+		if now.Sub(at) <= b.window {
+			recent++
+		}
+	}
+	return recent >= b.limit(guild, &r)
 }
 
 // BrakeState is the mass-removal brake of one guild.

@@ -206,7 +206,7 @@ func (s *Service) repairUnlinked(ctx context.Context, g tenants.Guild, discordID
 		if why := s.protected(ctx, g.ID, discordID, cur); why != "" {
 			return errors.New(why)
 		}
-		if err := s.brake.admit(g.ID, discordID, time.Now()); err != nil {
+		if _, err := s.brake.admit(g.ID, discordID, time.Now()); err != nil {
 			return err
 		}
 		p := plan{discordID: discordID, add: add, rm: rm, target: target, inGuild: true, readAt: readAt}

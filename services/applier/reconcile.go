@@ -288,11 +288,16 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 		}
 		if op != "" {
 			if len(p.rm) > 0 || p.policy == tenants.ActionKick || p.policy == tenants.ActionBan {
-				if err := s.brake.admit(g.ID, p.discordID, time.Now()); err != nil {
+				if engaged, err := s.brake.admit(g.ID, p.discordID, time.Now()); err != nil {
 					st.State, st.Detail = StatePending, err.Error()
 					s.metrics.inc("brake_held")
-					log.WarnContext(ctx, "removal held by the mass-removal brake", "op", op, "error", err)
-					if serr := s.schedule(ctx, st, "held: "+op, time.Now().Add(jitter(s.cfg.BrakeRecheck))); serr != nil {
+					if engaged {
+						// One WARN per brake event; each held member at debug.
+						log.WarnContext(ctx, "mass-removal brake engaged, removals held until an operator allows them", "op", op, "error", err)
+					} else {
+						log.DebugContext(ctx, "removal held by the mass-removal brake", "op", op, "error", err)
+					}
+					if serr := s.schedule(ctx, st, actionHeld+op, time.Now().Add(jitter(s.cfg.BrakeRecheck))); serr != nil {
 						return eventbus.Retry(err, jitter(s.cfg.BrakeRecheck))
 					}
 					return s.putStatus(ctx, st)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,6 +38,19 @@ type scheduledAction struct {
 
 // actionRetry is the schedule entry of a member whose reconcile failed.
 const actionRetry = "retry"
+
+// actionHeld prefixes the schedule entry of a removal held by the brake.
+const actionHeld = "held: "
+
+// heldDiscordID is the Discord id of a held member (the brake counts
+// Discord ids), from its status; "" if unknown (then it is reconciled).
+func (s *Service) heldDiscordID(ctx context.Context, a scheduledAction) string {
+	st, err := s.status.get(ctx, a.Tenant, a.Guild, a.User)
+	if err != nil {
+		return ""
+	}
+	return st.DiscordUserID
+}
 
 // retryDelay is how long to wait before reconciling again after err, the
 // attempt-th failure: the delay the error asks for, or the backoff.
@@ -108,6 +122,16 @@ func (s *Service) scheduleLoop(ctx context.Context) {
 				_ = s.scheduled.Delete(ctx, key)
 				continue
 			}
+			held := strings.HasPrefix(a.Action, actionHeld)
+			if held && s.brake.stillHeld(a.Guild, s.heldDiscordID(ctx, a), time.Now()) {
+				// Still held: one read of the brake record, no Discord call.
+				a.Due = time.Now().Add(jitter(s.cfg.BrakeRecheck)).UTC()
+				data, _ := json.Marshal(a)
+				if _, err := s.scheduled.Update(ctx, key, data, e.Revision()); err == nil {
+					s.metrics.inc("brake_rechecks_held")
+				}
+				continue
+			}
 			// Claim the entry (compare-and-set on its revision): one
 			// replica runs it; if that replica dies, the entry is due again
 			// after scheduleClaim.
@@ -122,7 +146,11 @@ func (s *Service) scheduleLoop(ctx context.Context) {
 				if g.ID != a.Guild {
 					continue
 				}
-				if err := s.reconcile(ctx, tn, g, a.User); err != nil {
+				rctx := ctx
+				if held {
+					rctx = lowPriority(ctx, nil) // a brake recheck is background work
+				}
+				if err := s.reconcile(rctx, tn, g, a.User); err != nil {
 					// Again later, with backoff (not at every tick).
 					if !errors.Is(err, ErrMemberBusy) {
 						a.Attempt++
