@@ -81,7 +81,7 @@ func (s *Service) ensureGroupRole(ctx context.Context, t *tenants.Tenant, g tena
 		}
 		if own.RoleID != "" {
 			err := s.dc.call(ctx, Route{routeRoleDelete, g.ID}, "delete role "+own.RoleID, func(tk *Ticket) error {
-				return s.dc.s.GuildRoleDelete(g.ID, own.RoleID, s.dc.opts(ctx, tk, reason+" deleted")...)
+				return s.dc.DeleteRole(ctx, tk, g.ID, own.RoleID, reason+" deleted")
 			})
 			var de *DiscordError
 			if err != nil && !(errors.As(err, &de) && de.Code == codeUnknownRole) {
@@ -123,8 +123,7 @@ func (s *Service) ensureGroupRole(ctx context.Context, t *tenants.Tenant, g tena
 	}
 	if own.Name != name {
 		err := s.dc.call(ctx, Route{routeRoleEdit, g.ID}, "rename role "+own.RoleID, func(tk *Ticket) error {
-			_, err := s.dc.s.GuildRoleEdit(g.ID, own.RoleID, &discordgo.RoleParams{Name: name}, s.dc.opts(ctx, tk, reason+" renamed")...)
-			return err
+			return s.dc.EditRole(ctx, tk, g.ID, own.RoleID, &discordgo.RoleParams{Name: name}, reason+" renamed")
 		})
 		if err != nil {
 			return err
@@ -157,7 +156,7 @@ func (s *Service) createOrAdopt(ctx context.Context, guildID, name, reason strin
 	var id string
 	zero := int64(0)
 	err = s.dc.call(ctx, Route{routeGuildRoleNew, guildID}, "create role", func(tk *Ticket) error {
-		r, err := s.dc.s.GuildRoleCreate(guildID, &discordgo.RoleParams{Name: name, Permissions: &zero}, s.dc.opts(ctx, tk, reason+" created")...)
+		r, err := s.dc.CreateRole(ctx, tk, guildID, &discordgo.RoleParams{Name: name, Permissions: &zero}, reason+" created")
 		if err == nil {
 			id = r.ID
 		}

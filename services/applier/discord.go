@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -203,11 +205,44 @@ func (d *discord) call(ctx context.Context, route Route, op string, f func(t *Ti
 	return nil
 }
 
+// request sends one request with discordgo's encoding, headers and error
+// decoding, but with a bucket of its own: discordgo's RateLimiter locks a
+// per-route bucket (guild + route) for the whole HTTP request, so one slow
+// call would hold every other call of that kind in the guild, ignoring ctx.
+// The applier's limiter (the ticket, taken just before) already decided
+// that the request may go, and the transport strips the rate-limit headers,
+// so this bucket never makes discordgo wait.
+func (d *discord) request(ctx context.Context, t *Ticket, method, uri string, data any, reason string) ([]byte, error) {
+	var body []byte
+	if data != nil {
+		var err error
+		if body, err = discordgo.Marshal(data); err != nil {
+			return nil, fmt.Errorf("applier: encode %s request: %w", method, err)
+		}
+	}
+	b := &discordgo.Bucket{Key: method + " " + uri}
+	b.Lock() // released by discordgo when the answer is in
+	return d.s.RequestWithLockedBucket(method, uri, "application/json", body, b, 0, d.opts(ctx, t, reason)...)
+}
+
+// requestJSON is request that decodes the answer into out.
+func (d *discord) requestJSON(ctx context.Context, t *Ticket, method, uri string, data any, reason string, out any) error {
+	body, err := d.request(ctx, t, method, uri, data, reason)
+	if err != nil {
+		return err
+	}
+	if err := discordgo.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("applier: decode %s %s answer: %w", method, routeTemplate(strings.SplitN(uri, "?", 2)[0]), err)
+	}
+	return nil
+}
+
 // Member returns a member's role ids.
 func (d *discord) Member(ctx context.Context, guildID, userID string) ([]string, error) {
 	var roles []string
 	err := d.call(ctx, Route{routeMemberGet, guildID}, "get member", func(t *Ticket) error {
-		m, err := d.s.GuildMember(guildID, userID, d.opts(ctx, t, "")...)
+		var m discordgo.Member
+		err := d.requestJSON(ctx, t, http.MethodGet, discordgo.EndpointGuildMember(guildID, userID), nil, "", &m)
 		if err == nil {
 			roles = m.Roles
 		}
@@ -219,14 +254,16 @@ func (d *discord) Member(ctx context.Context, guildID, userID string) ([]string,
 // AddRole adds one role to a member.
 func (d *discord) AddRole(ctx context.Context, guildID, userID, roleID, reason string) error {
 	return d.call(ctx, Route{routeRoleAdd, guildID}, "add role "+roleID, func(t *Ticket) error {
-		return d.s.GuildMemberRoleAdd(guildID, userID, roleID, d.opts(ctx, t, reason)...)
+		_, err := d.request(ctx, t, http.MethodPut, discordgo.EndpointGuildMemberRole(guildID, userID, roleID), nil, reason)
+		return err
 	})
 }
 
 // RemoveRole removes one role from a member.
 func (d *discord) RemoveRole(ctx context.Context, guildID, userID, roleID, reason string) error {
 	return d.call(ctx, Route{routeRoleRemove, guildID}, "remove role "+roleID, func(t *Ticket) error {
-		return d.s.GuildMemberRoleRemove(guildID, userID, roleID, d.opts(ctx, t, reason)...)
+		_, err := d.request(ctx, t, http.MethodDelete, discordgo.EndpointGuildMemberRole(guildID, userID, roleID), nil, reason)
+		return err
 	})
 }
 
@@ -251,7 +288,7 @@ func (d *discord) SetRoles(ctx context.Context, guildID, userID string, roles []
 		if readAt.IsZero() || time.Since(readAt) > maxAge {
 			return errStaleRoles
 		}
-		_, err := d.s.GuildMemberEdit(guildID, userID, &discordgo.GuildMemberParams{Roles: &roles}, d.opts(ctx, t, reason)...)
+		_, err := d.request(ctx, t, http.MethodPatch, discordgo.EndpointGuildMember(guildID, userID), &discordgo.GuildMemberParams{Roles: &roles}, reason)
 		return err
 	})
 }
@@ -259,14 +296,16 @@ func (d *discord) SetRoles(ctx context.Context, guildID, userID string, roles []
 // Kick removes a member from the guild.
 func (d *discord) Kick(ctx context.Context, guildID, userID, reason string) error {
 	return d.call(ctx, Route{routeMemberKick, guildID}, "kick", func(t *Ticket) error {
-		return d.s.GuildMemberDelete(guildID, userID, d.opts(ctx, t, reason)...)
+		_, err := d.request(ctx, t, http.MethodDelete, discordgo.EndpointGuildMember(guildID, userID), nil, reason)
+		return err
 	})
 }
 
 // Ban bans a user from the guild.
 func (d *discord) Ban(ctx context.Context, guildID, userID, reason string) error {
 	return d.call(ctx, Route{routeBanCreate, guildID}, "ban", func(t *Ticket) error {
-		return d.s.GuildBanCreate(guildID, userID, 0, d.opts(ctx, t, reason)...)
+		_, err := d.request(ctx, t, http.MethodPut, discordgo.EndpointGuildBan(guildID, userID), nil, reason)
+		return err
 	})
 }
 
@@ -274,9 +313,18 @@ func (d *discord) Ban(ctx context.Context, guildID, userID, reason string) error
 func (d *discord) Members(ctx context.Context, guildID, after string, limit int) ([]*discordgo.Member, error) {
 	var out []*discordgo.Member
 	err := d.call(ctx, Route{routeMembersList, guildID}, "list members", func(t *Ticket) error {
-		ms, err := d.s.GuildMembers(guildID, after, limit, d.opts(ctx, t, "")...)
-		out = ms
-		return err
+		v := url.Values{}
+		if after != "" {
+			v.Set("after", after)
+		}
+		if limit > 0 {
+			v.Set("limit", strconv.Itoa(limit))
+		}
+		uri := discordgo.EndpointGuildMembers(guildID)
+		if len(v) > 0 {
+			uri += "?" + v.Encode()
+		}
+		return d.requestJSON(ctx, t, http.MethodGet, uri, nil, "", &out)
 	})
 	return out, err
 }
@@ -285,18 +333,38 @@ func (d *discord) Members(ctx context.Context, guildID, after string, limit int)
 func (d *discord) Roles(ctx context.Context, guildID string) ([]*discordgo.Role, error) {
 	var out []*discordgo.Role
 	err := d.call(ctx, Route{routeRolesList, guildID}, "list roles", func(t *Ticket) error {
-		rs, err := d.s.GuildRoles(guildID, d.opts(ctx, t, "")...)
-		out = rs
-		return err
+		return d.requestJSON(ctx, t, http.MethodGet, discordgo.EndpointGuildRoles(guildID), nil, "", &out)
 	})
 	return out, err
+}
+
+// CreateRole creates a role; reason is the audit-log reason.
+func (d *discord) CreateRole(ctx context.Context, t *Ticket, guildID string, p *discordgo.RoleParams, reason string) (*discordgo.Role, error) {
+	var r discordgo.Role
+	if err := d.requestJSON(ctx, t, http.MethodPost, discordgo.EndpointGuildRoles(guildID), p, reason, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// EditRole edits a role.
+func (d *discord) EditRole(ctx context.Context, t *Ticket, guildID, roleID string, p *discordgo.RoleParams, reason string) error {
+	_, err := d.request(ctx, t, http.MethodPatch, discordgo.EndpointGuildRole(guildID, roleID), p, reason)
+	return err
+}
+
+// DeleteRole deletes a role.
+func (d *discord) DeleteRole(ctx context.Context, t *Ticket, guildID, roleID, reason string) error {
+	_, err := d.request(ctx, t, http.MethodDelete, discordgo.EndpointGuildRole(guildID, roleID), nil, reason)
+	return err
 }
 
 // GuildOwner returns the id of the guild's owner.
 func (d *discord) GuildOwner(ctx context.Context, guildID string) (string, error) {
 	var owner string
 	err := d.call(ctx, Route{routeGuildGet, guildID}, "get guild", func(t *Ticket) error {
-		g, err := d.s.Guild(guildID, d.opts(ctx, t, "")...)
+		var g discordgo.Guild
+		err := d.requestJSON(ctx, t, http.MethodGet, discordgo.EndpointGuild(guildID), nil, "", &g)
 		if err == nil {
 			owner = g.OwnerID
 		}
@@ -309,7 +377,8 @@ func (d *discord) GuildOwner(ctx context.Context, guildID string) (string, error
 func (d *discord) Me(ctx context.Context) (string, error) {
 	var id string
 	err := d.call(ctx, Route{routeUsersMe, ""}, "get bot user", func(t *Ticket) error {
-		u, err := d.s.User("@me", d.opts(ctx, t, "")...)
+		var u discordgo.User
+		err := d.requestJSON(ctx, t, http.MethodGet, discordgo.EndpointUser("@me"), nil, "", &u)
 		if err == nil {
 			id = u.ID
 		}
