@@ -43,6 +43,7 @@ type limitBucket struct {
 	epoch     uint64        // incremented on every local refill
 	probing   bool          // one request is in flight to learn an unknown bucket
 	inflight  int           // tickets not yet observed
+	used      int           // tickets handed out in this epoch (this replica's use of its share)
 	window    time.Duration // the last reset-after seen when the bucket ran empty
 	changed   chan struct{}
 }
@@ -189,6 +190,7 @@ func (l *Limiter) Acquire(ctx context.Context, r Route) (*Ticket, error) {
 		// until it is full again after all of our requests).
 		if b.known && !b.pending && b.inflight == 0 && b.remaining <= 0 && !now.Before(b.resetAt) {
 			b.remaining = l.perShare(b.limit)
+			b.used = 0
 			b.epoch++
 			b.pending = true
 		}
@@ -198,6 +200,7 @@ func (l *Limiter) Acquire(ctx context.Context, r Route) (*Ticket, error) {
 		case !b.known && !b.probing:
 			b.probing = true
 			b.inflight++
+			b.used++
 			t := &Ticket{l: l, route: r, b: b, epoch: b.epoch, probing: true}
 			if err := l.globalLocked(ctx, now, waited, t); err != nil {
 				return nil, err
@@ -208,6 +211,7 @@ func (l *Limiter) Acquire(ctx context.Context, r Route) (*Ticket, error) {
 			ch, wait = b.changed, l.maxWait
 		case b.remaining > 0:
 			b.remaining--
+			b.used++
 			b.inflight++
 			t := &Ticket{l: l, route: r, b: b, epoch: b.epoch}
 			if err := l.globalLocked(ctx, now, waited, t); err != nil {
@@ -317,6 +321,9 @@ func (t *Ticket) Cancel() {
 	}
 	t.done = true
 	t.b.inflight--
+	if t.b.epoch == t.epoch {
+		t.b.used--
+	}
 	if t.probing {
 		t.b.probing = false
 		t.b.notify()
@@ -427,12 +434,15 @@ func (t *Ticket) Observe(resp *http.Response) {
 	}
 	switch {
 	case !b.known:
-		b.known, b.limit, b.remaining, b.resetAt, b.pending = true, lim, rem, resetAt, false
+		// Remaining is the whole bot's: this replica takes its share of
+		// the bucket (1/N of the limit), less the probe it just used.
+		b.known, b.limit, b.resetAt, b.pending = true, lim, resetAt, false
+		b.remaining = max(min(rem, l.perShare(lim)-b.used), 0)
 	case t.epoch == b.epoch || t.probing:
 		b.limit = lim
-		if rem < b.remaining {
-			b.remaining = rem
-		}
+		// Never more than what the bucket has left, nor than this
+		// replica's share (the number of replicas may have grown).
+		b.remaining = max(min(b.remaining, rem, l.perShare(lim)-b.used), 0)
 		if b.pending || resetAt.After(b.resetAt) {
 			b.resetAt = resetAt
 		}

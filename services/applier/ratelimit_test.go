@@ -197,3 +197,52 @@ func TestLimiterKeepsGoingWhenRateLimitHeadersDisappear(t *testing.T) {
 		clock.t = clock.t.Add(time.Second)
 	}
 }
+
+func TestLimiterTakesOnlyItsShareOfABucket(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		// learnShare is the number of replicas when the bucket is learned,
+		// laterShare the number when the next answer comes.
+		learnShare, laterShare int
+		want                   int // requests that may start at once after the probe
+	}{
+		{name: "one replica uses what the bucket has left", learnShare: 1, laterShare: 1, want: 9},
+		{name: "two replicas: half the bucket, less the probe", learnShare: 2, laterShare: 2, want: 4},
+		{name: "a replica joining mid-window shrinks the share", learnShare: 1, laterShare: 2, want: 4},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l, _ := newTestLimiter(time.Hour)
+			l.SetShare(tc.learnShare)
+			r := Route{"PUT role", "g1"}
+			tk, err := l.Acquire(ctx, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tk.Observe(resp(204, bucketHeaders("h1", 10, 9, 10)...))
+			var held []*Ticket
+			if tc.laterShare != tc.learnShare {
+				l.SetShare(tc.laterShare)
+				tk, err := l.Acquire(ctx, r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tk.Observe(resp(204, bucketHeaders("h1", 10, 8, 10)...))
+				held = append(held, nil) // that request counts
+			}
+			for l.NextFree(r) == 0 && len(held) < 20 {
+				tk, err := l.Acquire(ctx, r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				held = append(held, tk)
+			}
+			if len(held) != tc.want {
+				t.Errorf("%d requests may start in the window, want %d", len(held), tc.want)
+			}
+		})
+	}
+}
