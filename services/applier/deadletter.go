@@ -43,6 +43,18 @@ func (d *deadLetters) clear(ctx context.Context, tenant, guild, user string) err
 	return nil
 }
 
+// clearIfAny deletes the member's dead letter if there is one (a read,
+// and a write only when there is one to delete).
+func (d *deadLetters) clearIfAny(ctx context.Context, tenant, guild, user string) error {
+	if _, err := d.kv.Get(ctx, eventbus.StatusKey(tenant, guild, user)); err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		return err
+	}
+	return d.clear(ctx, tenant, guild, user)
+}
+
 func (d *deadLetters) list(ctx context.Context) ([]DeadLetter, error) {
 	lister, err := d.kv.ListKeys(ctx)
 	if err != nil {

@@ -245,6 +245,7 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 		known = nil
 		if err != nil {
 			if errors.Is(err, eventbus.ErrNotFound) {
+				s.clearDeadLetter(ctx, t.ID, g.ID, userID)
 				return nil // nothing stored under this user: nothing to do
 			}
 			span.RecordError(err)
@@ -360,7 +361,6 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 			s.metrics.inc("changes")
 			st.Action = op
 			log.InfoContext(ctx, "member reconciled", "action", op, "added", p.add, "removed", p.rm)
-			_ = s.dead.clear(ctx, t.ID, g.ID, userID)
 		}
 		if p.deferred != "" {
 			st.State = StatePending
@@ -725,5 +725,21 @@ func (s *Service) putStatus(ctx context.Context, st Status) error {
 		return err
 	}
 	s.admin.applied(st.State)
+	switch st.State {
+	case StateInSync, StatePendingJoin, StatePendingLink:
+		// Back in sync (or nothing to apply): a dead letter of the member
+		// is obsolete, whatever made it so (a human, a rules fix, a leave).
+		s.clearDeadLetter(ctx, st.Tenant, st.Guild, st.User)
+	}
 	return nil
+}
+
+// clearDeadLetter removes the member's dead letter, if any.
+func (s *Service) clearDeadLetter(ctx context.Context, tenant, guild, user string) {
+	if s.dead == nil {
+		return
+	}
+	if err := s.dead.clearIfAny(ctx, tenant, guild, user); err != nil {
+		s.log.WarnContext(ctx, "cannot clear dead letter", "tenant", tenant, "guild", guild, "user", user, "error", err)
+	}
 }
