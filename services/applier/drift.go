@@ -120,9 +120,13 @@ func (s *Service) Repair(ctx context.Context, tenantID, guildID string, dryRun b
 				}
 				ch = PlannedChange{DiscordUserID: m.User.ID, Op: opFor(add, rm), Add: add, Remove: rm}
 				if !dryRun {
-					if err := s.repairUnlinked(ctx, g, m.User.ID, managed, &ch); err != nil {
+					done, err := s.repairUnlinked(ctx, g, m.User.ID, managed, &ch)
+					switch {
+					case err != nil:
 						ch.Error = err.Error()
-					} else {
+					case !done:
+						ch.Error = "nothing done: the member left the guild or needs no change any more"
+					default:
 						ch.Done = true
 					}
 				}
@@ -133,21 +137,31 @@ func (s *Service) Repair(ctx context.Context, tenantID, guildID string, dryRun b
 					if errors.Is(err, eventbus.ErrNotFound) {
 						continue
 					}
-					return rep, err
+					if ctx.Err() != nil {
+						return rep, err
+					}
+					// One member's trouble (mapping refusing it, say) does
+					// not stop the guild's repair: recorded, and on.
+					rep.Changes = append(rep.Changes, PlannedChange{User: uid, DiscordUserID: m.User.ID, Op: "none",
+						Error: "cannot plan: " + err.Error()})
+					continue
 				}
 				_, op := s.route(guildID, p)
 				if op == "" || p.discordID == "" {
 					continue
 				}
 				ch = PlannedChange{User: uid, DiscordUserID: m.User.ID, Op: op, Add: p.add, Remove: p.rm}
+				if why := s.protected(ctx, guildID, m.User.ID, m.Roles); why != "" {
+					ch.Error = "not changed: " + why // the owner, a member above the bot
+					rep.Changes = append(rep.Changes, ch)
+					continue
+				}
 				if !dryRun {
 					// The live path re-reads the member and is coalesced with
 					// events; drift waits out the rate limit rather than failing.
-					if err := s.reconcileWaiting(ctx, t, g, uid); err != nil {
-						ch.Error = err.Error()
-					} else {
-						ch.Done = true
-					}
+					// The report says how the member ended, not just that the
+					// reconcile returned.
+					ch.Done, ch.Error = s.repairOutcome(ctx, t.ID, guildID, uid, s.reconcileWaiting(ctx, t, g, uid))
 				}
 			}
 			rep.Changes = append(rep.Changes, ch)
@@ -165,6 +179,26 @@ func (s *Service) Repair(ctx context.Context, tenantID, guildID string, dryRun b
 		}
 	}
 	return rep, nil
+}
+
+// repairOutcome is what drift repair reports for a linked member it
+// reconciled: done only when the member ended in sync; otherwise the state
+// it is in (failed and dead-lettered, held by the brake, pending_join, …).
+func (s *Service) repairOutcome(ctx context.Context, tenant, guild, user string, err error) (bool, string) {
+	if err != nil {
+		return false, err.Error()
+	}
+	st, serr := s.status.get(ctx, tenant, guild, user)
+	if serr != nil {
+		return false, "outcome unknown: " + serr.Error()
+	}
+	if st.State == StateInSync {
+		return true, ""
+	}
+	if st.Detail == "" {
+		return false, string(st.State)
+	}
+	return false, string(st.State) + ": " + st.Detail
 }
 
 // reconcileWaiting reconciles a member for background work: a rate-limit
@@ -187,27 +221,27 @@ func (s *Service) reconcileWaiting(ctx context.Context, t *tenants.Tenant, g ten
 // change computed from that fresh read (a PATCH is only sent from a fresh
 // read); the brake and the protection of owner and members above the bot
 // apply as on the live path.
-func (s *Service) repairUnlinked(ctx context.Context, g tenants.Guild, discordID string, managed []string, ch *PlannedChange) error {
+func (s *Service) repairUnlinked(ctx context.Context, g tenants.Guild, discordID string, managed []string, ch *PlannedChange) (done bool, err error) {
 	for attempt := 0; ; attempt++ {
 		cur, err := s.dc.Member(ctx, g.ID, discordID)
 		readAt := time.Now()
 		var de *DiscordError
 		if errors.As(err, &de) && de.Class == ClassUnknownMember {
-			return nil // left meanwhile: nothing to remove
+			return false, nil // left meanwhile: nothing to remove
 		}
 		if err != nil {
-			return err
+			return false, err
 		}
 		add, rm, target := diff(cur, nil, managed)
 		ch.Add, ch.Remove, ch.Op = add, rm, opFor(add, rm)
 		if len(add)+len(rm) == 0 {
-			return nil
+			return false, nil
 		}
 		if why := s.protected(ctx, g.ID, discordID, cur); why != "" {
-			return errors.New(why)
+			return false, errors.New(why)
 		}
 		if _, err := s.brake.admit(g.ID, discordID, time.Now()); err != nil {
-			return err
+			return false, err
 		}
 		p := plan{discordID: discordID, add: add, rm: rm, target: target, inGuild: true, readAt: readAt}
 		reason := fmt.Sprintf("%s: drift repair, %s on an unlinked member", s.cfg.AuditReason, ch.Op)
@@ -217,11 +251,11 @@ func (s *Service) repairUnlinked(ctx context.Context, g tenants.Guild, discordID
 		}
 		if errors.As(err, &de) && de.Class == ClassRateLimited && attempt < 5 {
 			if err := sleepCtx(ctx, de.RetryAfter, nil); err != nil {
-				return err
+				return false, err
 			}
 			continue
 		}
-		return err
+		return err == nil, err
 	}
 }
 

@@ -63,6 +63,8 @@ type testMapping struct {
 	users map[string]int
 	// onUser, when set, sees every request's user JSON (under mu).
 	onUser func(userJSON []byte)
+	// refuseUsers are SCIM user ids answered InvalidArgument.
+	refuseUsers map[string]bool
 }
 
 func (m *testMapping) ResolveRoles(_ context.Context, req *mappingv1.ResolveRolesRequest) (*mappingv1.ResolveRolesResponse, error) {
@@ -81,6 +83,9 @@ func (m *testMapping) ResolveRoles(_ context.Context, req *mappingv1.ResolveRole
 	}
 	if m.refuse {
 		return nil, status.Errorf(codes.InvalidArgument, "guild %s has no rules", req.GetGuildId())
+	}
+	if m.refuseUsers[req.GetUserId()] {
+		return nil, status.Errorf(codes.InvalidArgument, "user %s is refused", req.GetUserId())
 	}
 	managed := []string{m.all}
 	for _, r := range m.rules {
