@@ -65,9 +65,18 @@ type testMapping struct {
 	onUser func(userJSON []byte)
 	// refuseUsers are SCIM user ids answered InvalidArgument.
 	refuseUsers map[string]bool
+	// before, when set, sees every request first (outside mu): a slow or
+	// eventful mapping answer.
+	before func(req *mappingv1.ResolveRolesRequest)
 }
 
 func (m *testMapping) ResolveRoles(_ context.Context, req *mappingv1.ResolveRolesRequest) (*mappingv1.ResolveRolesResponse, error) {
+	m.mu.Lock()
+	before := m.before
+	m.mu.Unlock()
+	if before != nil {
+		before(req)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++

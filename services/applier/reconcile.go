@@ -199,6 +199,10 @@ func (s *Service) reconcile(ctx context.Context, t *tenants.Tenant, g tenants.Gu
 	})
 }
 
+// actionKickUnanswered is the status action of a kick sent without an answer
+// (a transport error or 5xx): it may have been applied.
+const actionKickUnanswered = "kick (no answer)"
+
 // plan is the outcome of comparing the desired with the actual state.
 type plan struct {
 	user      *eventv1.User
@@ -216,9 +220,10 @@ type plan struct {
 	// GET just now). A PATCH, which replaces the whole role list, is only
 	// sent within FreshRoles of it.
 	readAt time.Time
-	// desiredAt is when the desired state was read from the store (after
-	// the GET). No change is sent from a desired state older than
-	// FreshRoles: a long limiter wait before the send means plan again.
+	// desiredAt is when the desired state (read from the store and mapping
+	// after the GET) was known. No change is sent from a desired state
+	// older than FreshRoles: a long limiter wait before the send means plan
+	// again.
 	desiredAt time.Time
 }
 
@@ -265,6 +270,12 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 			return s.putStatus(ctx, st)
 		case !p.inGuild && (p.policy == tenants.ActionKick || p.policy == tenants.ActionStrip):
 			st.State, st.Detail = StateInSync, "not in the guild; nothing to remove"
+			if p.policy == tenants.ActionKick {
+				if prev, err := s.status.get(ctx, t.ID, g.ID, userID); err == nil && prev.Action == actionKickUnanswered {
+					// The kick we sent is the likely reason: say so.
+					st.Action, st.Detail = "kick", "kicked (answer lost): not in the guild any more after a kick whose answer never came"
+				}
+			}
 			return s.putStatus(ctx, st)
 		case !p.inGuild && p.policy == "":
 			st.State, st.Code, st.Detail = StatePendingJoin, codeUnknownMember, "the Discord user is not a member of the guild; applied when they join"
@@ -356,6 +367,11 @@ func (s *Service) reconcileOnce(ctx context.Context, t *tenants.Tenant, g tenant
 				}
 				span.RecordError(err)
 				span.SetStatus(codes.Error, op)
+				if op == "kick" && errors.As(err, &de) && de.Class == ClassTransient {
+					// Sent, answer lost (or never arrived): recorded, so the
+					// retry that finds the member gone can tell a kick did it.
+					st.Action = actionKickUnanswered
+				}
 				return s.fail(ctx, log, st, p, err)
 			}
 			s.metrics.inc("changes")
@@ -440,7 +456,6 @@ func (s *Service) planWith(ctx context.Context, t *tenants.Tenant, g tenants.Gui
 // full it stops after the record (Discord id and policy).
 func (s *Service) desiredState(ctx context.Context, t *tenants.Tenant, g tenants.Guild, userID string, full bool) (plan, error) {
 	var p plan
-	p.desiredAt = time.Now()
 	rec, err := s.store.Get(ctx, eventbus.UserKey(t.ID, userID))
 	if err != nil {
 		return p, err
@@ -512,6 +527,7 @@ func (s *Service) desiredState(ctx context.Context, t *tenants.Tenant, g tenants
 	if p.policy != "" {
 		p.desired = nil // strip, kick and ban all remove the managed roles
 	}
+	p.desiredAt = time.Now() // waits from here on (the limiter) count against FreshRoles
 	return p, nil
 }
 
