@@ -38,28 +38,42 @@ var errLeaseLost = errors.New("applier: member lease lost")
 // leaseBusyDelay is the base delay of a message whose member is busy.
 const leaseBusyDelay = 150 * time.Millisecond
 
+// takeLease creates the lease key, or takes over one this replica left
+// (its release still in flight); held by another replica → a Retry error.
+func (s *Service) takeLease(ctx context.Context, key string) (uint64, error) {
+	for attempt := 0; attempt < 3; attempt++ {
+		rev, err := s.leases.Create(ctx, key, []byte(s.id))
+		if err == nil {
+			return rev, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, fmt.Errorf("applier: take lease of %s: %w", key, err)
+		}
+		e, err := s.leases.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			continue // released or expired just now
+		case err != nil:
+			return 0, fmt.Errorf("applier: read lease of %s: %w", key, err)
+		case string(e.Value()) != s.id:
+			attempt = 3 // another replica holds it
+		default:
+			// Ours, its release not landed yet (or failed): take it over.
+			if rev, err := s.leases.Update(ctx, key, []byte(s.id), e.Revision()); err == nil {
+				return rev, nil
+			}
+		}
+	}
+	s.metrics.inc("member_busy")
+	return 0, eventbus.Retry(fmt.Errorf("%w: %s", ErrMemberBusy, key), jitter(leaseBusyDelay))
+}
+
 // holdLease takes the member's lease for the duration of fn, renewing it.
 func (s *Service) holdLease(ctx context.Context, tenant, guild, user string, fn func(ctx context.Context) error) error {
 	key := eventbus.StatusKey(tenant, guild, user)
-	rev, err := s.leases.Create(ctx, key, []byte(s.id))
+	rev, err := s.takeLease(ctx, key)
 	if err != nil {
-		if !errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("applier: take lease of %s: %w", key, err)
-		}
-		e, gerr := s.leases.Get(ctx, key)
-		switch {
-		case gerr == nil && string(e.Value()) == s.id:
-			// Ours, left by a release that failed: take it over.
-			rev, err = s.leases.Update(ctx, key, []byte(s.id), e.Revision())
-		case errors.Is(gerr, jetstream.ErrKeyNotFound):
-			rev, err = s.leases.Create(ctx, key, []byte(s.id)) // expired just now
-		default:
-			err = jetstream.ErrKeyExists
-		}
-		if err != nil {
-			s.metrics.inc("member_busy")
-			return eventbus.Retry(fmt.Errorf("%w: %s", ErrMemberBusy, key), jitter(leaseBusyDelay))
-		}
+		return err
 	}
 	lctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -89,12 +103,20 @@ func (s *Service) holdLease(ctx context.Context, tenant, guild, user string, fn 
 	err = fn(lctx)
 	cancel(nil)
 	<-renewed
-	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer dcancel()
-	if derr := s.leases.Delete(dctx, key, jetstream.LastRevision(last)); derr != nil &&
-		!errors.Is(derr, jetstream.ErrKeyNotFound) && !isWrongRevision(derr) {
-		s.log.WarnContext(ctx, "cannot release member lease; it expires", "key", key, "error", derr)
-	}
+	// Released in the background: the message's outcome does not wait for
+	// it. A reconcile of the member on this replica that starts before the
+	// delete lands takes its own lease over; another replica retries a
+	// moment later. The delete is compare-and-delete on our last revision.
+	s.releases.Add(1)
+	go func() {
+		defer s.releases.Done()
+		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer dcancel()
+		if derr := s.leases.Delete(dctx, key, jetstream.LastRevision(last)); derr != nil &&
+			!errors.Is(derr, jetstream.ErrKeyNotFound) && !isWrongRevision(derr) && dctx.Err() == nil {
+			s.log.WarnContext(ctx, "cannot release member lease; it expires", "key", key, "error", derr)
+		}
+	}()
 	if cause := context.Cause(lctx); errors.Is(cause, errLeaseLost) {
 		return eventbus.Retry(cause, jitter(leaseBusyDelay)) // done again under a new lease
 	}
