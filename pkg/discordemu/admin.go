@@ -400,6 +400,7 @@ func (e *Emulator) mergeConfig(body []byte) error {
 	}
 	c.Logger, c.Clock = e.cfg.Logger, e.cfg.Clock
 	c.Listen, c.AdminListen, c.StatePath = e.cfg.Listen, e.cfg.AdminListen, e.cfg.StatePath
+	c.TLS, c.TLSCertFile = e.cfg.TLS, e.cfg.TLSCertFile
 	c.normalize()
 	if err := validateConfig(&c); err != nil {
 		return badReq("%v", err)

@@ -15,6 +15,15 @@ type Config struct {
 	AdminListen string `json:"admin_listen,omitempty"`
 	// AdminToken, when set, must be sent as X-Emu-Admin-Token on admin requests.
 	AdminToken string `json:"admin_token,omitempty"`
+	// TLS serves HTTPS (on both listeners) with a self-signed certificate made at
+	// start. HTTPClient and DialingHTTPClient trust it; CertificatePEM returns it
+	// for other processes. It names loopback, localhost, the listen host and
+	// Discord's hostnames, so a client that dials the emulator for every host
+	// verifies it without InsecureSkipVerify.
+	TLS bool `json:"tls,omitempty"`
+	// TLSCertFile, with TLS, is where the certificate's PEM is written at start
+	// (mode 0644), for clients in other processes: curl --cacert FILE.
+	TLSCertFile string `json:"tls_cert_file,omitempty"`
 	// StatePath is a JSON state file. "" means no persistence. It is loaded at start
 	// when it exists, and rewritten (atomic rename) after every committed mutation.
 	StatePath string `json:"state_path,omitempty"`

@@ -8,6 +8,7 @@ package discordemu
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -51,6 +52,7 @@ type Emulator struct {
 	url      string
 	adminURL string
 	client   *http.Client
+	tls      *testCert // nil unless Config.TLS
 	admin    *Admin
 	handler  http.Handler
 	connSeq  atomic.Int64
@@ -82,12 +84,27 @@ func New(cfg Config) (*Emulator, error) {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
+	scheme := "http"
+	if cfg.TLS {
+		c, err := newTestCert(time.Now(), addr, cfg.AdminListen)
+		if err != nil {
+			return nil, err
+		}
+		e.tls, scheme = c, "https"
+		if cfg.TLSCertFile != "" {
+			if err := os.WriteFile(cfg.TLSCertFile, c.pem, 0o644); err != nil {
+				return nil, fmt.Errorf("discordemu: write tls certificate: %w", err)
+			}
+		}
+	} else if cfg.TLSCertFile != "" {
+		return nil, errors.New("discordemu: tls_cert_file is set but tls is not")
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("discordemu: listen %s: %w", addr, err)
 	}
 	e.ln = ln
-	e.url = "http://" + ln.Addr().String()
+	e.url = scheme + "://" + ln.Addr().String()
 	e.adminURL = e.url
 	e.srv = &http.Server{
 		Handler:           e.handler,
@@ -97,7 +114,7 @@ func New(cfg Config) (*Emulator, error) {
 		},
 		ErrorLog: slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
 	}
-	go func() { _ = e.srv.Serve(ln) }()
+	go func() { _ = e.srv.Serve(e.wrapTLS(ln)) }()
 	if cfg.AdminListen != "" {
 		aln, err := net.Listen("tcp", cfg.AdminListen)
 		if err != nil {
@@ -105,13 +122,17 @@ func New(cfg Config) (*Emulator, error) {
 			return nil, fmt.Errorf("discordemu: admin listen %s: %w", cfg.AdminListen, err)
 		}
 		e.adminLn = aln
-		e.adminURL = "http://" + aln.Addr().String()
+		e.adminURL = scheme + "://" + aln.Addr().String()
 		e.adminSrv = &http.Server{Handler: http.HandlerFunc(e.serveAdmin), ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = e.adminSrv.Serve(aln) }()
+		go func() { _ = e.adminSrv.Serve(e.wrapTLS(aln)) }()
 	}
 	e.client = e.newHTTPClient()
-	e.admin = &Admin{base: e.adminURL, token: cfg.AdminToken, hc: &http.Client{Transport: &http.Transport{}}}
-	e.log.Info("discordemu listening", "url", e.url, "admin", e.adminURL, "profile", cfg.Profile)
+	adminTransport := &http.Transport{}
+	if e.tls != nil {
+		adminTransport.TLSClientConfig = e.tls.clientConfig()
+	}
+	e.admin = &Admin{base: e.adminURL, token: cfg.AdminToken, hc: &http.Client{Transport: adminTransport}}
+	e.log.Info("discordemu listening", "url", e.url, "admin", e.adminURL, "profile", cfg.Profile, "tls", cfg.TLS)
 	return e, nil
 }
 
@@ -298,8 +319,18 @@ func (t *rewriteTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 }
 
 func (e *Emulator) newHTTPClient() *http.Client {
-	return &http.Client{Transport: &rewriteTransport{
-		base:   &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second},
-		scheme: "http", host: e.ln.Addr().String(),
-	}}
+	base := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}
+	scheme := "http"
+	if e.tls != nil {
+		base.TLSClientConfig, scheme = e.tls.clientConfig(), "https"
+	}
+	return &http.Client{Transport: &rewriteTransport{base: base, scheme: scheme, host: e.ln.Addr().String()}}
+}
+
+// wrapTLS serves ln with the emulator's certificate when Config.TLS is set.
+func (e *Emulator) wrapTLS(ln net.Listener) net.Listener {
+	if e.tls == nil {
+		return ln
+	}
+	return tls.NewListener(ln, e.tls.serverConfig())
 }

@@ -3,6 +3,7 @@
 //	discordemu serve [--listen 127.0.0.1:8090] [--fixture demo.yaml] [--state ./emu-state.json]
 //	                 [--admin-listen ADDR] [--admin-token TOKEN] [--profile realistic|fast|off]
 //	                 [--time-scale 1.0] [--config cfg.json] [--log-level info]
+//	                 [--tls [--tls-cert-out cert.pem]]
 package main
 
 import (
@@ -45,6 +46,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	timeScale := fs.Float64("time-scale", 1.0, "multiplier for rate-limit windows, cooldowns and bans")
 	cfgFile := fs.String("config", "", "JSON config file (same fields as PUT /_emu/config); flags override it")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	useTLS := fs.Bool("tls", false, "serve HTTPS with a self-signed certificate (names loopback, the listen host and Discord's hosts)")
+	certOut := fs.String("tls-cert-out", "", "with --tls, write the certificate's PEM here (curl --cacert FILE)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -83,6 +86,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *adminToken != "" {
 		cfg.AdminToken = *adminToken
+	}
+	if *useTLS {
+		cfg.TLS = true
+	}
+	if *certOut != "" {
+		cfg.TLSCertFile = *certOut
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	return discordemu.Run(ctx, cfg, *fixture)
