@@ -235,9 +235,6 @@ type Service struct {
 	coal    *coalescer
 	metrics *metrics
 	brake   *brake
-	// releases tracks member-lease releases still in flight; Run waits
-	// for them before it returns.
-	releases sync.WaitGroup
 
 	store  *eventbus.Store
 	status *statusStore
@@ -459,7 +456,6 @@ func (s *Service) Run(ctx context.Context) error {
 		cancel()
 	}
 	wg.Wait()
-	s.releases.Wait()
 	s.log.InfoContext(context.WithoutCancel(ctx), "applier stopped")
 	return err
 }

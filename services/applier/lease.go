@@ -38,8 +38,9 @@ var errLeaseLost = errors.New("applier: member lease lost")
 // leaseBusyDelay is the base delay of a message whose member is busy.
 const leaseBusyDelay = 150 * time.Millisecond
 
-// takeLease creates the lease key, or takes over one this replica left
-// (its release still in flight); held by another replica → a Retry error.
+// takeLease creates the lease key, or takes over one this replica left (its
+// release failed; the coalescer runs one reconcile of a member at a time per
+// replica, so it is not in use); held by another replica → a Retry error.
 func (s *Service) takeLease(ctx context.Context, key string) (uint64, error) {
 	for attempt := 0; attempt < 3; attempt++ {
 		rev, err := s.leases.Create(ctx, key, []byte(s.id))
@@ -58,7 +59,7 @@ func (s *Service) takeLease(ctx context.Context, key string) (uint64, error) {
 		case string(e.Value()) != s.id:
 			attempt = 3 // another replica holds it
 		default:
-			// Ours, its release not landed yet (or failed): take it over.
+			// Ours, left by a release that failed: take it over.
 			if rev, err := s.leases.Update(ctx, key, []byte(s.id), e.Revision()); err == nil {
 				return rev, nil
 			}
@@ -103,20 +104,16 @@ func (s *Service) holdLease(ctx context.Context, tenant, guild, user string, fn 
 	err = fn(lctx)
 	cancel(nil)
 	<-renewed
-	// Released in the background: the message's outcome does not wait for
-	// it. A reconcile of the member on this replica that starts before the
-	// delete lands takes its own lease over; another replica retries a
-	// moment later. The delete is compare-and-delete on our last revision.
-	s.releases.Add(1)
-	go func() {
-		defer s.releases.Done()
-		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer dcancel()
-		if derr := s.leases.Delete(dctx, key, jetstream.LastRevision(last)); derr != nil &&
-			!errors.Is(derr, jetstream.ErrKeyNotFound) && !isWrongRevision(derr) && dctx.Err() == nil {
-			s.log.WarnContext(ctx, "cannot release member lease; it expires", "key", key, "error", derr)
-		}
-	}()
+	// Released before the message's outcome, so another replica that takes
+	// the next message of this member finds the lease free. The delete is
+	// compare-and-delete on our last revision: a lease that expired and was
+	// taken by another replica is not touched.
+	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer dcancel()
+	if derr := s.leases.Delete(dctx, key, jetstream.LastRevision(last)); derr != nil &&
+		!errors.Is(derr, jetstream.ErrKeyNotFound) && !isWrongRevision(derr) {
+		s.log.WarnContext(ctx, "cannot release member lease; it expires", "key", key, "error", derr)
+	}
 	if cause := context.Cause(lctx); errors.Is(cause, errLeaseLost) {
 		return eventbus.Retry(cause, jitter(leaseBusyDelay)) // done again under a new lease
 	}

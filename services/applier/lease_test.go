@@ -1,6 +1,7 @@
 package applier
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -162,6 +163,23 @@ func TestTwoReplicaProcessesKeepEachMembersOrder(t *testing.T) {
 			if (r.Route == "member_role_remove") || (r.Route == "member_edit" && !strings.Contains(string(r.BodyJSON), g1)) {
 				t.Errorf("member u%d: role G1 taken away by a stale replica: %s %s %s", i, r.Method, r.Path, r.BodyJSON)
 			}
+		}
+	}
+}
+
+func TestALeaseIsFreeForAnotherReplicaOnceTheHolderReturns(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, b := e.service(testConfig()), e.service(testConfig())
+	noop := func(context.Context) error { return nil }
+	for i := 0; i < 50; i++ {
+		if err := a.holdLease(e.ctx, tenantID, e.guilds[0].ID, "ux", noop); err != nil {
+			t.Fatalf("round %d, replica A: %v", i, err)
+		}
+		// A's reconcile has returned (its message is acked next): the
+		// member's next message, on B, must not find it busy.
+		if err := b.holdLease(e.ctx, tenantID, e.guilds[0].ID, "ux", noop); err != nil {
+			t.Fatalf("round %d, replica B right after A returned: %v", i, err)
 		}
 	}
 }
