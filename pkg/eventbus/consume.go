@@ -76,6 +76,10 @@ type ConsumeConfig struct {
 	TracerProvider trace.TracerProvider
 	// OnTerm is called when a message is terminated (dead letter).
 	OnTerm func(ctx context.Context, msg jetstream.Msg, err error)
+	// DrainTimeout bounds how long the messages in flight when ctx ends may
+	// run on: after it their handlers' context is cancelled (they return,
+	// and the message is redelivered). 0 lets them finish, however long.
+	DrainTimeout time.Duration
 }
 
 func defaultBackoff(n uint64) time.Duration {
@@ -92,7 +96,8 @@ func defaultBackoff(n uint64) time.Duration {
 // Consume creates (or updates) the durable consumer and runs h on its
 // messages until ctx ends. It is the one place that acks: nil → Ack,
 // Retry → NakWithDelay, Permanent → Term, other errors → NakWithDelay with
-// backoff. Messages in flight when ctx ends are finished first.
+// backoff. Messages in flight when ctx ends are finished first, within
+// cfg.DrainTimeout; Consume returns once their handlers have.
 func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, h Handler) error {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 8
@@ -143,6 +148,28 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, h H
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 
+	// Handlers outlive ctx (a message in flight is finished, not dropped
+	// half-way) until the drain timeout, if any, cancels them.
+	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer hcancel()
+	if cfg.DrainTimeout > 0 {
+		finished := make(chan struct{})
+		defer close(finished) // after the workers' wait below (defers run last-in first-out)
+		go func() {
+			select {
+			case <-finished:
+				return
+			case <-ctx.Done():
+			}
+			t := time.NewTimer(cfg.DrainTimeout)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				hcancel()
+			case <-finished:
+			}
+		}()
+	}
 	work := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
 	for range cfg.Workers {
@@ -150,7 +177,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, h H
 		go func() {
 			defer wg.Done()
 			for msg := range work {
-				handleOne(context.WithoutCancel(ctx), cfg, log, h, msg)
+				handleOne(hctx, cfg, log, h, msg)
 			}
 		}()
 	}

@@ -257,3 +257,89 @@ func TestValidToken_CapsLength(t *testing.T) {
 		}
 	}
 }
+
+func TestConsume_StopsWithinTheDrainTimeout(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		drain time.Duration
+		// finish is whether the handler returns by itself after ctx ends.
+		finish      bool
+		wantHandled bool // the handler's context was not cancelled
+	}{
+		{name: "a message in flight when ctx ends is finished and acked", drain: 0, finish: true, wantHandled: true},
+		{name: "a message in flight within the drain timeout is finished", drain: time.Minute, finish: true, wantHandled: true},
+		{name: "a handler still running after the drain timeout is cancelled and its message redelivered", drain: 50 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, js := startJS(t)
+			bg, bgCancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer bgCancel()
+			st, _ := eventbus.OpenStore(bg, js)
+			if _, err := st.Put(bg, eventbus.UserKey("t1", "u1"), userEvent("u1", true), 0); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(bg)
+			started, release := make(chan struct{}), make(chan struct{})
+			var cancelled atomic.Bool
+			done := make(chan error, 1)
+			go func() {
+				done <- eventbus.Consume(ctx, js, eventbus.ConsumeConfig{
+					Stream: eventbus.ResourceStream, Durable: "drain", Workers: 1, DrainTimeout: tc.drain,
+				}, func(hctx context.Context, _ jetstream.Msg) error {
+					close(started)
+					if tc.finish {
+						<-release
+					} else {
+						<-hctx.Done()
+					}
+					if err := hctx.Err(); err != nil {
+						cancelled.Store(true)
+						return err
+					}
+					return nil
+				})
+			}()
+			<-started
+			cancel()
+			if tc.finish {
+				select {
+				case err := <-done:
+					t.Fatalf("Consume returned (%v) while a handler was still running", err)
+				default:
+				}
+				close(release)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("Consume: %v", err)
+			}
+			if cancelled.Load() == tc.wantHandled {
+				t.Fatalf("handler context cancelled: %v, want %v", cancelled.Load(), !tc.wantHandled)
+			}
+			// Acked: a new consumer on the durable sees nothing; not acked: the message again.
+			cons, err := js.Consumer(bg, eventbus.ResourceStream, "drain")
+			if err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				info, err := cons.Info(bg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				acked := info.AckFloor.Stream >= 1
+				if tc.wantHandled && acked && info.NumAckPending == 0 {
+					return
+				}
+				if !tc.wantHandled && !acked && (info.NumRedelivered > 0 || info.NumAckPending > 0 || info.NumPending > 0) {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("consumer state %+v (ack floor %+v), want acked=%v", info, info.AckFloor, tc.wantHandled)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}

@@ -39,7 +39,9 @@ type Config struct {
 	Durable string
 	// Workers is the number of messages handled at once.
 	Workers int
-	// ShutdownTimeout bounds the graceful stop.
+	// ShutdownTimeout bounds the graceful stop: messages in flight when Run's
+	// context ends may finish within it; then their calls are cancelled and
+	// the messages are redelivered (to another replica, or after a restart).
 	ShutdownTimeout time.Duration
 	// MaxRateWait is the longest a handler waits for the rate limiter; a
 	// longer wait delays the message (NakWithDelay) instead.
@@ -362,8 +364,12 @@ func (s *Service) open(ctx context.Context) error {
 	return nil
 }
 
+// shutdownBackstop is how long Run waits, after ShutdownTimeout, for the
+// cancelled handlers to return.
+const shutdownBackstop = 5 * time.Second
+
 // Run consumes the resource stream until ctx ends, then stops gracefully
-// within ShutdownTimeout.
+// within ShutdownTimeout (plus shutdownBackstop if handlers do not return).
 func (s *Service) Run(ctx context.Context) error {
 	for {
 		err := s.open(ctx)
@@ -430,7 +436,9 @@ func (s *Service) Run(ctx context.Context) error {
 			AckWait:  s.cfg.AckWait,
 			Backoff:  s.backoff,
 			SpanName: "applier.process",
-			Logger:   s.log,
+			// In-flight messages finish within ShutdownTimeout, then are cancelled.
+			DrainTimeout: s.cfg.ShutdownTimeout,
+			Logger:       s.log,
 			// The processing span is a child of the publish span (W3C
 			// context in the message headers), made by our own provider.
 			TracerProvider: s.deps.TracerProvider,
@@ -440,12 +448,15 @@ func (s *Service) Run(ctx context.Context) error {
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		// Consume finishes the messages in flight; bound the wait.
-		t := time.NewTimer(s.cfg.ShutdownTimeout)
+		// Consume finishes the messages in flight within ShutdownTimeout
+		// and then cancels them; a cancelled handler returns at once (its
+		// lease release and status write are bounded by their own 2 s
+		// timeouts), so this backstop only trips on a stuck NATS client.
+		t := time.NewTimer(s.cfg.ShutdownTimeout + shutdownBackstop)
 		select {
 		case err = <-done:
 		case <-t.C:
-			err = fmt.Errorf("applier: shutdown timed out after %s", s.cfg.ShutdownTimeout)
+			err = fmt.Errorf("applier: shutdown timed out after %s", s.cfg.ShutdownTimeout+shutdownBackstop)
 		}
 		t.Stop()
 	}
