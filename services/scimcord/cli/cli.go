@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -25,6 +26,9 @@ import (
 type Env struct {
 	// Token is SCIMCORD_ADMIN_TOKEN.
 	Token string
+	// Server is the default of --server ("" = http://127.0.0.1:8080); main
+	// sets it from SCIMCORD_SERVER or SCIMCORD_HTTP_ADDR (DefaultServer).
+	Server string
 	// Out receives the result; Err the usage.
 	Out, Err io.Writer
 	// HTTPClient talks to the server (default: 2-minute timeout).
@@ -44,9 +48,32 @@ const Usage = `usage: scimcord [run]                               run the whole
        scimcord dlq replay <id | --all>
        scimcord reconcile <guild> [--dry-run]
        scimcord rules apply -f rules.yaml [--guild ID] [--dry-run]
-flags: --server URL (default http://127.0.0.1:8080)  --tenant ID  -o table|json
+flags: --server URL  --tenant ID  -o table|json
+--server defaults to $SCIMCORD_SERVER, else to http://$SCIMCORD_HTTP_ADDR (the address
+make run listens on), else to http://127.0.0.1:8080
 the admin token comes from SCIMCORD_ADMIN_TOKEN
 `
+
+// DefaultServer is the server URL the CLI talks to when --server is not
+// given: server (SCIMCORD_SERVER) when set, else the admin API of a local
+// instance listening on httpAddr (SCIMCORD_HTTP_ADDR: ":8080" and
+// "0.0.0.0:8080" are reached on loopback), else http://127.0.0.1:8080.
+func DefaultServer(server, httpAddr string) string {
+	if server != "" {
+		return server
+	}
+	host, port, err := net.SplitHostPort(httpAddr)
+	if httpAddr == "" || err != nil || port == "" {
+		return "http://127.0.0.1:8080"
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
 
 type options struct {
 	server, tenant, output, file, guild string
@@ -73,7 +100,10 @@ func Run(ctx context.Context, args []string, env Env) error {
 	var o options
 	fs := flag.NewFlagSet("scimcord", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&o.server, "server", "http://127.0.0.1:8080", "")
+	if env.Server == "" {
+		env.Server = DefaultServer("", "")
+	}
+	fs.StringVar(&o.server, "server", env.Server, "")
 	fs.StringVar(&o.tenant, "tenant", "", "")
 	fs.StringVar(&o.output, "o", "table", "")
 	fs.StringVar(&o.output, "output", "table", "")

@@ -149,3 +149,36 @@ func FuzzRun(f *testing.F) {
 			ReadFile: func(string) ([]byte, error) { return []byte("rules: []"), nil }})
 	})
 }
+
+func TestDefaultServer(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, server, addr, want string
+	}{
+		{"nothing set: the make run default", "", "", "http://127.0.0.1:8080"},
+		{"SCIMCORD_SERVER wins", "https://scim.example.com", "127.0.0.1:18080", "https://scim.example.com"},
+		{"SCIMCORD_HTTP_ADDR with a host", "", "127.0.0.1:18080", "http://127.0.0.1:18080"},
+		{"SCIMCORD_HTTP_ADDR with only a port is reached on loopback", "", ":9000", "http://127.0.0.1:9000"},
+		{"the IPv4 wildcard is reached on loopback", "", "0.0.0.0:9000", "http://127.0.0.1:9000"},
+		{"the IPv6 wildcard is reached on IPv6 loopback", "", "[::]:9000", "http://[::1]:9000"},
+		{"a malformed address falls back", "", "nonsense", "http://127.0.0.1:8080"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := DefaultServer(tc.server, tc.addr); got != tc.want {
+				t.Fatalf("DefaultServer(%q, %q) = %q, want %q", tc.server, tc.addr, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRun_ServerDefaultsToEnvServer(t *testing.T) {
+	t.Parallel()
+	hs, reqs, _ := fakeAPI(t)
+	if err := Run(context.Background(), []string{"dlq", "list"}, Env{Token: "tok", Server: hs.URL}); err != nil {
+		t.Fatalf("Run without --server: %v", err)
+	}
+	if len(*reqs) != 1 {
+		t.Fatalf("%d requests reached Env.Server, want 1", len(*reqs))
+	}
+}

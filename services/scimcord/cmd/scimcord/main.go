@@ -32,7 +32,11 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 			return nil
 		}
 		// An operator subcommand against a running instance's admin API.
-		return cli.Run(ctx, args, cli.Env{Token: getenv("SCIMCORD_ADMIN_TOKEN"), Out: os.Stdout, Err: os.Stderr})
+		return cli.Run(ctx, args, cli.Env{
+			Token:  getenv("SCIMCORD_ADMIN_TOKEN"),
+			Server: cli.DefaultServer(getenv("SCIMCORD_SERVER"), getenv("SCIMCORD_HTTP_ADDR")),
+			Out:    os.Stdout, Err: os.Stderr,
+		})
 	}
 	cfg, err := configFromEnv(getenv)
 	if err != nil {

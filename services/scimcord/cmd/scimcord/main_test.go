@@ -20,6 +20,7 @@ func TestRun_OperatorCommandsNeedTheAdminToken(t *testing.T) {
 		{"bad output format", []string{"status", "alice", "-o", "yaml"}, map[string]string{"SCIMCORD_ADMIN_TOKEN": "x"}, "-o must be"},
 		{"bad server URL", []string{"--server", "ftp://x", "dlq", "list"}, map[string]string{"SCIMCORD_ADMIN_TOKEN": "x"}, "--server"},
 		{"no server listening", []string{"--server", "http://127.0.0.1:1", "dlq", "list"}, map[string]string{"SCIMCORD_ADMIN_TOKEN": "x"}, "connect"},
+		{"the server follows SCIMCORD_HTTP_ADDR", []string{"dlq", "list"}, map[string]string{"SCIMCORD_ADMIN_TOKEN": "x", "SCIMCORD_HTTP_ADDR": "127.0.0.1:1"}, "127.0.0.1:1/admin"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
