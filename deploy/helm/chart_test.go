@@ -54,8 +54,9 @@ var optionalEnv = map[string]map[string]string{
 		"OTEL_TRACES_SAMPLER_ARG":            "only with observability.otlp.samplerArg",
 	},
 	"ingest": {
-		"SCIMCORD_ADMIN_TOKEN":  "only with admin.enabled",
-		"SCIMCORD_MAPPING_ADDR": "read only with the admin API; required with SCIMCORD_ADMIN_TOKEN (checkEnv)",
+		"SCIMCORD_ADMIN_TOKEN":   "only with admin.enabled",
+		"SCIMCORD_MAPPING_ADDR":  "read only with the admin API; required with SCIMCORD_ADMIN_TOKEN (checkEnv)",
+		"SCIMCORD_MAPPING_TOKEN": "read only with the admin API (it calls mapping); set with SCIMCORD_MAPPING_ADDR",
 	},
 	"applier": {
 		"SCIMCORD_DISCORD_GLOBAL_WINDOW": "service default; applier.extraEnv",

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/scimcord/scimcord/pkg/grpcauth"
 	"github.com/scimcord/scimcord/services/mapping/internal/rules"
 )
 
@@ -40,6 +41,11 @@ type Config struct {
 	// ResyncInterval is how often a replica checks that its watch has seen the
 	// bucket's newest version (and restarts the watch when it lags).
 	ResyncInterval time.Duration
+	// Token (SCIMCORD_MAPPING_TOKEN), when set, must come with every
+	// MappingService call as "authorization: Bearer <token>" (at least 16
+	// characters; checked in constant time); health and reflection stay
+	// open for probes. "" means no authentication (a warning at start).
+	Token string `json:"-"`
 }
 
 // DefaultConfig returns the defaults; RulesFile must still be set.
@@ -62,6 +68,9 @@ func (c Config) Validate() error {
 	}
 	if c.RulesFile == "" {
 		errs = append(errs, errors.New("mapping: rules file (SCIMCORD_MAPPING) is required"))
+	}
+	if err := grpcauth.Validate(c.Token); err != nil {
+		errs = append(errs, fmt.Errorf("mapping: SCIMCORD_MAPPING_TOKEN: %w", err))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("mapping: shutdown timeout %s: want > 0", c.ShutdownTimeout))

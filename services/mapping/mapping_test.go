@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	mappingv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/mapping/v1"
+	"github.com/scimcord/scimcord/pkg/grpcauth"
 	"github.com/scimcord/scimcord/services/mapping"
 )
 
@@ -68,7 +69,11 @@ func startService(t *testing.T, cfg mapping.Config, deps mapping.Deps) (*mapping
 	case <-time.After(10 * time.Second):
 		t.Fatal("service not ready after 10s")
 	}
-	conn, err := grpc.NewClient(svc.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if cfg.Token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(grpcauth.Credentials(cfg.Token)))
+	}
+	conn, err := grpc.NewClient(svc.Addr(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,6 +194,7 @@ func TestNewRejectsBadConfigAndRules(t *testing.T) {
 		{"rules file with a bad role id", func(c *mapping.Config) { c.RulesFile = bad }},
 		{"bad address", func(c *mapping.Config) { c.GRPCAddr = "no-port" }},
 		{"zero shutdown timeout", func(c *mapping.Config) { c.ShutdownTimeout = 0 }},
+		{"a service token under 16 characters", func(c *mapping.Config) { c.Token = "short" }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	mappingv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/mapping/v1"
+	"github.com/scimcord/scimcord/pkg/grpcauth"
 	"github.com/scimcord/scimcord/pkg/telemetry"
 )
 
@@ -38,12 +39,21 @@ func (s *Service) Run(ctx context.Context) error {
 	s.addr = lis.Addr().String()
 	s.mu.Unlock()
 
-	// No TLS and no authentication: the port must stay inside the cluster
-	// (the Helm chart's NetworkPolicy admits only ingest and the applier).
+	// No TLS: the port must stay inside the cluster (the Helm chart's
+	// NetworkPolicy admits only ingest and the applier). With a Token every
+	// MappingService call must carry it; health and reflection stay open.
+	unary := []grpc.UnaryServerInterceptor{s.recoverUnary}
+	stream := []grpc.StreamServerInterceptor{s.recoverStream}
+	if s.cfg.Token != "" {
+		c := grpcauth.NewChecker(s.cfg.Token, grpcauth.ServicePrefix(mappingv1.MappingService_ServiceDesc.ServiceName))
+		unary, stream = append(unary, c.Unary()), append(stream, c.Stream())
+	} else {
+		s.log.WarnContext(ctx, "mapping gRPC has no authentication: anyone who reaches the port can rewrite the rules; set SCIMCORD_MAPPING_TOKEN")
+	}
 	srv := grpc.NewServer(
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(s.tp), otelgrpc.WithPropagators(telemetry.Propagator()))),
-		grpc.ChainUnaryInterceptor(s.recoverUnary),
-		grpc.ChainStreamInterceptor(s.recoverStream),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 	)
 	hs := health.NewServer()
 	hs.SetServingStatus(LivenessService, healthpb.HealthCheckResponse_SERVING)

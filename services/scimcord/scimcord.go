@@ -28,6 +28,7 @@ import (
 	"github.com/scimcord/scimcord/pkg/discordemu"
 	"github.com/scimcord/scimcord/pkg/eventbus"
 	mappingv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/mapping/v1"
+	"github.com/scimcord/scimcord/pkg/grpcauth"
 	"github.com/scimcord/scimcord/pkg/natsembed"
 	"github.com/scimcord/scimcord/pkg/telemetry"
 	"github.com/scimcord/scimcord/pkg/tenants"
@@ -222,6 +223,13 @@ func (s *System) Run(ctx context.Context) error {
 	mcfg := mapping.DefaultConfig()
 	mcfg.GRPCAddr = cfg.MappingAddr
 	mcfg.RulesFile = cfg.MappingFile
+	// The loopback gRPC port is reachable by every local user: a token made
+	// for this process only is required on every MappingService call.
+	mcfg.Token, err = serviceToken()
+	if err != nil {
+		return err
+	}
+	mappingCreds := grpc.WithPerRPCCredentials(grpcauth.Credentials(mcfg.Token))
 	msvc, err := mapping.New(mcfg, mapping.Deps{JS: js, Logger: log.With("service", "mapping"), TracerProvider: mappingTP})
 	if err != nil {
 		return fmt.Errorf("scimcord: mapping: %w", err)
@@ -244,7 +252,7 @@ func (s *System) Run(ctx context.Context) error {
 		}
 	}
 	iconn, err := grpc.NewClient(msvc.Addr(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(insecure.NewCredentials()), mappingCreds,
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(ingestTP), otelgrpc.WithPropagators(telemetry.Propagator()))))
 	if err != nil {
 		return fmt.Errorf("scimcord: dial mapping at %s: %w", msvc.Addr(), err)
@@ -280,7 +288,7 @@ func (s *System) Run(ctx context.Context) error {
 	}
 
 	conn, err := grpc.NewClient(msvc.Addr(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(insecure.NewCredentials()), mappingCreds,
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(applierTP), otelgrpc.WithPropagators(telemetry.Propagator()))))
 	if err != nil {
 		return fmt.Errorf("scimcord: dial mapping at %s: %w", msvc.Addr(), err)
@@ -448,4 +456,14 @@ func readFixture(path string) (fixtureInfo, error) {
 		return fixtureInfo{}, errors.New("scimcord: " + path + " needs an application with a pinned bot token and a guild with a pinned id")
 	}
 	return fixtureInfo{botToken: fx.Applications[0].Bot.Token, guildID: fx.Guilds[0].ID}, nil
+}
+
+// serviceToken makes the token that guards the in-process mapping gRPC port
+// for this run only (never written or logged).
+func serviceToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("scimcord: generate the mapping service token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
 }

@@ -81,6 +81,41 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "scimcord.adminSecret" -}}
 {{- .Values.admin.existingSecret | default (printf "%s-admin" (include "scimcord.fullname" .)) -}}
 {{- end -}}
+{{- define "scimcord.mappingSecret" -}}
+{{- .Values.mapping.auth.existingSecret | default (printf "%s-mapping-token" (include "scimcord.fullname" .)) -}}
+{{- end -}}
+
+{{/* The mapping service token for the chart-made Secret: mapping.auth.token,
+else the token of the Secret already in the cluster, else a new random one.
+Made once per render (kept in .Values) so every template sees the same. */}}
+{{- define "scimcord.mappingToken" -}}
+{{- $a := .Values.mapping.auth -}}
+{{- if $a.token -}}
+{{- $a.token -}}
+{{- else -}}
+{{- if not (hasKey $a "generatedToken") -}}
+{{- $tok := "" -}}
+{{- $old := lookup "v1" "Secret" .Release.Namespace (include "scimcord.mappingSecret" .) -}}
+{{- if and $old $old.data (hasKey $old.data $a.key) -}}
+{{- $tok = index $old.data $a.key | b64dec -}}
+{{- else -}}
+{{- $tok = randAlphaNum 48 -}}
+{{- end -}}
+{{- $_ := set $a "generatedToken" $tok -}}
+{{- end -}}
+{{- index $a "generatedToken" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The env var that hands the mapping token to a container. */}}
+{{- define "scimcord.mappingTokenEnv" -}}
+- name: SCIMCORD_MAPPING_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "scimcord.mappingSecret" . }}
+      key: {{ .Values.mapping.auth.key }}
+{{- end -}}
+
 {{- define "scimcord.rulesConfigMap" -}}
 {{- .Values.rules.existingConfigMap | default (printf "%s-rules" (include "scimcord.fullname" .)) -}}
 {{- end -}}
@@ -285,6 +320,12 @@ annotations:
 {{- end -}}
 {{- if and $v.admin.enabled (not $v.admin.existingSecret) (not $v.admin.token) -}}
 {{- fail "admin.enabled needs admin.existingSecret or admin.token" -}}
+{{- end -}}
+{{- if and $v.mapping.auth.existingSecret $v.mapping.auth.token -}}
+{{- fail "mapping.auth: set either mapping.auth.existingSecret or mapping.auth.token, not both" -}}
+{{- end -}}
+{{- if and $v.mapping.auth.token (lt (len $v.mapping.auth.token) 16) -}}
+{{- fail "mapping.auth.token must be at least 16 characters (mapping refuses a shorter one and would not start); make one with: openssl rand -base64 32" -}}
 {{- end -}}
 {{- if and $v.admin.token (lt (len $v.admin.token) 16) -}}
 {{- fail "admin.token must be at least 16 characters (ingest refuses a shorter one and would not start); make one with: openssl rand -base64 32" -}}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/scimcord/scimcord/pkg/eventbus"
 	mappingv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/mapping/v1"
+	"github.com/scimcord/scimcord/pkg/grpcauth"
 	"github.com/scimcord/scimcord/pkg/telemetry"
 	"github.com/scimcord/scimcord/pkg/tenants"
 	"github.com/scimcord/scimcord/services/applier"
@@ -167,9 +168,12 @@ func run(ctx context.Context, getenv func(string) string) error {
 		case <-time.After(delay):
 		}
 	}
-	conn, err := grpc.NewClient(getenv("SCIMCORD_MAPPING_ADDR"),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(telemetry.Propagator()))))
+	dialOpts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(telemetry.Propagator())))}
+	if t := getenv("SCIMCORD_MAPPING_TOKEN"); t != "" {
+		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(grpcauth.Credentials(t)))
+	}
+	conn, err := grpc.NewClient(getenv("SCIMCORD_MAPPING_ADDR"), dialOpts...)
 	if err != nil {
 		return fmt.Errorf("dial mapping at %s: %w", getenv("SCIMCORD_MAPPING_ADDR"), err)
 	}

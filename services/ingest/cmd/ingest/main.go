@@ -22,6 +22,7 @@ import (
 
 	"github.com/scimcord/scimcord/pkg/eventbus"
 	mappingv1 "github.com/scimcord/scimcord/pkg/gen/scimcord/mapping/v1"
+	"github.com/scimcord/scimcord/pkg/grpcauth"
 	"github.com/scimcord/scimcord/pkg/telemetry"
 	"github.com/scimcord/scimcord/pkg/tenants"
 	"github.com/scimcord/scimcord/services/ingest"
@@ -100,8 +101,12 @@ func run(ctx context.Context) error {
 	if tok := os.Getenv("SCIMCORD_ADMIN_TOKEN"); tok != "" {
 		var mc mappingv1.MappingServiceClient
 		if addr := os.Getenv("SCIMCORD_MAPPING_ADDR"); addr != "" {
-			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-				grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(telemetry.Propagator()))))
+			opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(telemetry.Propagator())))}
+			if t := os.Getenv("SCIMCORD_MAPPING_TOKEN"); t != "" {
+				opts = append(opts, grpc.WithPerRPCCredentials(grpcauth.Credentials(t)))
+			}
+			conn, err := grpc.NewClient(addr, opts...)
 			if err != nil {
 				return fmt.Errorf("SCIMCORD_MAPPING_ADDR %q: %w", addr, err)
 			}

@@ -37,6 +37,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		cfg.GRPCAddr = v
 	}
 	cfg.RulesFile = getenv("SCIMCORD_MAPPING")
+	cfg.Token = getenv("SCIMCORD_MAPPING_TOKEN")
 	if cfg.Replicas, err = intEnv(getenv, "SCIMCORD_NATS_REPLICAS", 1); err != nil {
 		return err
 	}
