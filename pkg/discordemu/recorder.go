@@ -94,13 +94,15 @@ func (r *Record) hasFlag(f string) bool {
 
 // RequestFilter selects records. Zero fields match everything.
 type RequestFilter struct {
-	Route    string `json:"route,omitempty"`
-	Method   string `json:"method,omitempty"`
-	GuildID  string `json:"guild_id,omitempty"`
-	UserID   string `json:"user_id,omitempty"`
-	Status   int    `json:"status,omitempty"`
-	SinceSeq int64  `json:"since_seq,omitempty"`
-	Limit    int    `json:"limit,omitempty"`
+	Route   string `json:"route,omitempty"`
+	Method  string `json:"method,omitempty"`
+	GuildID string `json:"guild_id,omitempty"`
+	UserID  string `json:"user_id,omitempty"`
+	Status  int    `json:"status,omitempty"`
+	// SinceSeq keeps records numbered SinceSeq or later: pass NextSeq()
+	// (or an answer's next_seq) to get what came after it.
+	SinceSeq int64 `json:"since_seq,omitempty"`
+	Limit    int   `json:"limit,omitempty"`
 }
 
 func (f RequestFilter) match(r *Record) bool {
@@ -109,7 +111,7 @@ func (f RequestFilter) match(r *Record) bool {
 		(f.GuildID == "" || f.GuildID == r.Params["guild_id"]) &&
 		(f.UserID == "" || f.UserID == r.Params["user_id"]) &&
 		(f.Status == 0 || f.Status == r.Outcome.Status) &&
-		r.Seq > f.SinceSeq
+		r.Seq >= f.SinceSeq
 }
 
 func (f RequestFilter) query() string {
@@ -198,7 +200,8 @@ func (r *Recorder) matchLocked(f RequestFilter) []Record {
 	return out
 }
 
-// NextSeq returns the sequence number the next record will be at least.
+// NextSeq returns the sequence number the next record will be at least: as
+// RequestFilter.SinceSeq it selects the requests from now on.
 func (r *Recorder) NextSeq() int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -2,6 +2,7 @@ package applier
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -292,4 +293,42 @@ func TestEachGuildProgressesIndependently(t *testing.T) {
 			t.Errorf("member %d: %d successful mutating calls, want 1–2 per guild", i, ok)
 		}
 	}
+}
+
+func TestBotRemovedFromTheGuildFailsWithMissingAccessOnceAndReplays(t *testing.T) {
+	t.Parallel()
+	const botUser, botRole = "1100000000000000801", "1100000000000000199"
+	e := newEnv(t)
+	r := e.start(testConfig())
+	e.putUser("bob", member(2), true)
+	e.waitRoles(member(2), roleStaff)
+
+	// An admin kicks the bot: every call for the guild answers 403 50001.
+	if err := e.emu.Admin().RemoveMember(e.ctx, guildID, botUser); err != nil {
+		t.Fatalf("remove the bot: %v", err)
+	}
+	seq := e.emu.Recorder().NextSeq()
+	e.putUser("alice", memberAlice, true)
+	st := e.waitState(r, "alice", StateFailed)
+	if st.Code != codeMissingAccess || !strings.Contains(st.Detail, "not in the guild") {
+		t.Errorf("status = %+v, want failed with 50001 and what to fix", st)
+	}
+	e.waitIdle(testConfig().Durable) // terminal: not retried forever
+	dls, err := r.svc.DeadLetters(e.ctx)
+	if err != nil || len(dls) != 1 || dls[0].User != "alice" || dls[0].Code != codeMissingAccess {
+		t.Fatalf("dead letters = %+v, %v; want alice with 50001", dls, err)
+	}
+	if n := len(e.emu.Recorder().Requests(discordemu.RequestFilter{SinceSeq: seq, Status: 403})); n != 1 {
+		t.Errorf("Discord answered 403 %d times, want 1 (no retry storm)", n)
+	}
+
+	// The bot is invited back with its role; the operator replays.
+	if _, err := e.emu.Admin().AddMember(e.ctx, guildID, discordemu.MemberSeed{UserID: botUser, Roles: []string{botRole}}); err != nil {
+		t.Fatalf("re-add the bot: %v", err)
+	}
+	if ok, err := r.svc.Replay(e.ctx, ""); err != nil || ok != 1 {
+		t.Fatalf("Replay = %d, %v; want 1, nil", ok, err)
+	}
+	e.waitRoles(memberAlice, roleStaff)
+	e.waitState(r, "alice", StateInSync)
 }

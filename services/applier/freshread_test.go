@@ -38,7 +38,7 @@ func TestPatchAfterARateLimitWaitIsComputedFromAFreshRead(t *testing.T) {
 		return r.svc.limiter.NextFree(Route{routeMemberEdit, guildID}) == 0, "bucket busy"
 	})
 
-	seq := e.emu.Recorder().NextSeq() - 1
+	seq := e.emu.Recorder().NextSeq()
 	// A rename: both members need two changes (a PATCH each). The first
 	// PATCH empties the bucket, so the second member waits ~400 ms for it.
 	e.putGroup("g-eng", "Design")

@@ -191,6 +191,16 @@ func newEnvSetup(t testing.TB, su setup) *env {
 	if err := emu.LoadFixture(su.fixture); err != nil {
 		t.Fatalf("load fixture: %v", err)
 	}
+	// Every test, whatever it provokes (403s, a revoked token, injected
+	// 429s), stays far below the invalid-request line that gets a bot's IP
+	// banned by Cloudflare (10,000 per 10 minutes, discord-api-facts §8.6).
+	t.Cleanup(func() {
+		for id, im := range emu.Recorder().Metrics().Identities {
+			if im.Invalid > maxInvalidPerTest {
+				t.Errorf("discordemu identity %s: %d invalid requests (401/403/429) in one test, bound %d (the ban line is 10,000 per 10 minutes)", id, im.Invalid, maxInvalidPerTest)
+			}
+		}
+	})
 
 	tm := &testMapping{rules: map[string]string{"Engineering": roleEng, "Design": roleDesign}, all: roleStaff}
 	var srv mappingv1.MappingServiceServer = tm
@@ -218,6 +228,11 @@ func newEnvSetup(t testing.TB, su setup) *env {
 	return &env{t: t, ctx: ctx, ns: ns, nc: nc, js: js, store: store, emu: emu, mapping: tm,
 		client: mappingv1.NewMappingServiceClient(conn), tenants: ts, mappingAddr: ln.Addr().String(), guilds: su.guilds}
 }
+
+// maxInvalidPerTest bounds the invalid requests (401, 403, 429) any one
+// test may cause: 0.2 % of Discord's ban line. The worst test today (a
+// provoked 50013 plus its replay) causes 3; a retry storm causes hundreds.
+const maxInvalidPerTest = 20
 
 // testConfig is DefaultConfig for tests: no listener, short waits.
 func testConfig() Config {

@@ -71,7 +71,7 @@ func TestDriftRepairYieldsToLiveChanges(t *testing.T) {
 	if _, err := e.emu.Admin().WaitRequests(e.ctx, discordemu.RequestFilter{GuildID: benchGuild(1), Route: "member_role_remove"}, 3, 10*time.Second); err != nil {
 		t.Fatalf("repair did not start: %v", err)
 	}
-	seq := e.emu.Recorder().NextSeq() - 1
+	seq := e.emu.Recorder().NextSeq()
 	e.putGroup("g1", "G2") // live: the five members move from role 1 to role 2
 	for i := drifted + 1; i <= drifted+live; i++ {
 		waitMember(i, benchRole(1, 2), benchRole(1, 5))
@@ -128,7 +128,7 @@ func TestPendingJoinMemberGetsRolesSoonAfterJoining(t *testing.T) {
 	e.putUser("newbie", newbie, true)
 	e.waitState(r, "newbie", StatePendingJoin)
 	e.waitIdle(cfg.Durable)
-	seq := e.emu.Recorder().NextSeq() - 1
+	seq := e.emu.Recorder().NextSeq()
 	// Re-checked every interval, at one GET each (no retry storm).
 	e.eventually("re-checked", 10*time.Second, func() (bool, string) {
 		n := len(e.emu.Recorder().Requests(discordemu.RequestFilter{SinceSeq: seq, UserID: newbie}))
@@ -161,7 +161,7 @@ func TestLiveMessageIsNotStuckBehindBackgroundWorkOfTheSameMember(t *testing.T) 
 	// Other live work of the guild stays in flight for the whole test.
 	release := r.svc.dc.prio.enter(guildID)
 	defer release()
-	seq := e.emu.Recorder().NextSeq() - 1
+	seq := e.emu.Recorder().NextSeq()
 	repaired := make(chan error, 1)
 	tn, _ := e.tenants.Get(tenantID)
 	go func() {

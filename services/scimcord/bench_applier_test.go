@@ -314,7 +314,7 @@ func benchSCIMOnboard(b *testing.B, guilds, users int) {
 		sys := benchSCIMStart(b, guilds, users)
 		emu := sys.Emulator()
 		c := newBenchClient(b, sys.BaseURL())
-		seq := emu.Recorder().NextSeq() - 1
+		seq := emu.Recorder().NextSeq()
 		b.StartTimer()
 		start := time.Now()
 		groups := benchSCIMGroupsCreate(b, c)
@@ -427,7 +427,7 @@ func BenchmarkApplierIdleLatencyThroughSCIM(b *testing.B) {
 			if (n/len(idle))%2 == 1 {
 				op, route = "remove", "member_role_remove"
 			}
-			seq := emu.Recorder().NextSeq() - 1
+			seq := emu.Recorder().NextSeq()
 			body := patchOp(op, "members", []map[string]any{{"value": ids[i]}})
 			if op == "remove" {
 				body = patchOp("remove", fmt.Sprintf("members[value eq %q]", ids[i]), nil)

@@ -36,7 +36,7 @@ func TestEndToEnd_UnderBothEmulatorProfiles(t *testing.T) {
 			u := c.mustDo("POST", "/Users", userBody("knobs@example.com", ""), 201)
 			c.mustDo("PATCH", "/Groups/"+eng["id"].(string), patchOp("add", "members", []map[string]any{{"value": u["id"]}}), 200, 204)
 
-			seq := emu.Recorder().NextSeq() - 1
+			seq := emu.Recorder().NextSeq()
 			c.mustDo("PATCH", "/Users/"+u["id"].(string),
 				patchOp("replace", "urn:ietf:params:scim:schemas:extension:discord:2.0:User:userId", memberWithM), 200, 204)
 			waitRoles(t, emu, memberWithM, roleEng, roleStaff, roleMod)
@@ -48,14 +48,14 @@ func TestEndToEnd_UnderBothEmulatorProfiles(t *testing.T) {
 				t.Fatalf("PATCH member answered %d, want %d under %s", m[0].Outcome.Status, want, tc.name)
 			}
 
-			seq = emu.Recorder().NextSeq() - 1
+			seq = emu.Recorder().NextSeq()
 			c.mustDo("PATCH", "/Groups/"+design["id"].(string), patchOp("add", "members", []map[string]any{{"value": u["id"]}}), 200, 204)
 			waitRoles(t, emu, memberWithM, roleEng, roleDesign, roleStaff, roleMod)
 			if m := mutations(emu, memberWithM, seq); len(m) != 1 {
 				t.Fatalf("group add: want one call, got %v", routes(m))
 			}
 
-			seq = emu.Recorder().NextSeq() - 1
+			seq = emu.Recorder().NextSeq()
 			c.mustDo("PATCH", "/Users/"+u["id"].(string), patchOp("replace", "active", false), 200, 204)
 			waitRoles(t, emu, memberWithM, roleMod)
 			if m := mutations(emu, memberWithM, seq); len(m) != 1 || m[0].Route != "member_edit" {

@@ -200,7 +200,7 @@ func TestEndToEnd_SCIMChangeReachesDiscordRole(t *testing.T) {
 
 	// Linking the Discord id: Engineering + Staff at once, by exactly one call
 	// (two roles → one PATCH member), and the unmanaged Moderator role kept.
-	seq := emu.Recorder().NextSeq() - 1
+	seq := emu.Recorder().NextSeq()
 	c.mustDo("PATCH", "/Users/"+alice["id"].(string),
 		patchOp("replace", "urn:ietf:params:scim:schemas:extension:discord:2.0:User:userId", memberWithM), 200, 204)
 	waitRoles(t, emu, memberWithM, roleEng, roleStaff, roleMod)
@@ -210,7 +210,7 @@ func TestEndToEnd_SCIMChangeReachesDiscordRole(t *testing.T) {
 
 	// One more group → one role → exactly one PUT member role.
 	design := c.mustDo("POST", "/Groups", map[string]any{"schemas": []string{"urn:ietf:params:scim:schemas:core:2.0:Group"}, "displayName": "Design"}, 201)
-	seq = emu.Recorder().NextSeq() - 1
+	seq = emu.Recorder().NextSeq()
 	c.mustDo("PATCH", "/Groups/"+design["id"].(string), patchOp("add", "members", []map[string]any{{"value": alice["id"]}}), 200, 204)
 	waitRoles(t, emu, memberWithM, roleEng, roleDesign, roleStaff, roleMod)
 	if m := mutations(emu, memberWithM, seq); len(m) != 1 || m[0].Route != "member_role_add" {
@@ -218,7 +218,7 @@ func TestEndToEnd_SCIMChangeReachesDiscordRole(t *testing.T) {
 	}
 
 	// Deactivation strips every managed role in one call and keeps Moderator.
-	seq = emu.Recorder().NextSeq() - 1
+	seq = emu.Recorder().NextSeq()
 	c.mustDo("PATCH", "/Users/"+alice["id"].(string), patchOp("replace", "active", false), 200, 204)
 	waitRoles(t, emu, memberWithM, roleMod)
 	if m := mutations(emu, memberWithM, seq); len(m) != 1 || m[0].Route != "member_edit" {
