@@ -185,7 +185,7 @@ func TestGroupFanOutRetriesOnlyTheFailingMember(t *testing.T) {
 		t.Fatalf("add fault: %v", err)
 	}
 	seq := e.emu.Recorder().NextSeq()
-	e.putGroup("g-eng", "Design")         // a group record: fans out to all four
+	e.putGroup("g-eng", "Design") // a group record: fans out to all four
 	for i := 1; i <= 3; i++ {
 		e.waitRoles(member(i), roleDesign, roleStaff)
 	}
