@@ -57,6 +57,8 @@ type testMapping struct {
 	calls int
 	// refuse makes ResolveRoles answer InvalidArgument (an unknown guild).
 	refuse bool
+	// version is the rules version answered (0 means 1).
+	version uint64
 	// refuseCode, when set, is the gRPC code every ResolveRoles answers.
 	refuseCode codes.Code
 	// users counts the calls per SCIM user id.
@@ -112,7 +114,7 @@ func (m *testMapping) ResolveRoles(_ context.Context, req *mappingv1.ResolveRole
 		}
 	}
 	sort.Strings(roles)
-	return &mappingv1.ResolveRolesResponse{RoleIds: slices.Compact(roles), ManagedRoleIds: managed, RulesVersion: 1}, nil
+	return &mappingv1.ResolveRolesResponse{RoleIds: slices.Compact(roles), ManagedRoleIds: managed, RulesVersion: max(m.version, 1)}, nil
 }
 
 // env is one test's real components: embedded NATS, the emulator with the
