@@ -66,7 +66,7 @@ func TestPreflightRunsAgainWhenTheRulesChange(t *testing.T) {
 	e.eventually("preflight issue for the newly managed role", 10*time.Second, func() (bool, string) {
 		l := logs.String()
 		return strings.Contains(l, `"msg":"mapping rules changed, running preflight"`) &&
-			strings.Contains(l, `"msg":"preflight issue"`) && strings.Contains(l, roleMod+" (Moderator) is at position"),
+				strings.Contains(l, `"msg":"preflight issue"`) && strings.Contains(l, roleMod+" (Moderator) is at position"),
 			"no preflight issue logged yet"
 	})
 	_ = r
