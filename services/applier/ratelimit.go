@@ -428,7 +428,9 @@ func (t *Ticket) Observe(resp *http.Response) {
 		}
 		return
 	}
-	resetAt := now.Add(time.Duration(after * float64(time.Second)))
+	// Discord states reset-after in milliseconds (three decimals), rounded:
+	// the true reset may be up to half a millisecond later than it says.
+	resetAt := now.Add(time.Duration(after*float64(time.Second)) + resetRounding)
 	if rem == 0 {
 		b.window = time.Duration(after * float64(time.Second))
 	}
@@ -450,6 +452,11 @@ func (t *Ticket) Observe(resp *http.Response) {
 	}
 	b.notify()
 }
+
+// resetRounding is half the precision of X-RateLimit-Reset-After (1 ms):
+// added to every reset, so a value rounded down never sends a request into
+// the old window.
+const resetRounding = 500 * time.Microsecond
 
 // maxResetAfter bounds the header values the limiter believes (seconds; the
 // longest Discord bucket, role creation, resets within 48h).

@@ -65,7 +65,7 @@ func TestLimiterLearnsBucketsFromHeaders(t *testing.T) {
 	if d := l.NextFree(del); d < 8*time.Second {
 		t.Errorf("NextFree of the shared bucket = %s, want about 9s", d)
 	}
-	clock.t = clock.t.Add(10 * time.Second)
+	clock.t = clock.t.Add(10*time.Second + resetRounding)
 	if d := l.NextFree(put); d != 0 {
 		t.Errorf("NextFree after the reset = %s, want 0", d)
 	}
@@ -194,7 +194,7 @@ func TestLimiterKeepsGoingWhenRateLimitHeadersDisappear(t *testing.T) {
 			t.Fatalf("request %d after the headers disappeared: %v", i, err)
 		}
 		tk.Observe(resp(200)) // no headers
-		clock.t = clock.t.Add(time.Second)
+		clock.t = clock.t.Add(time.Second + resetRounding)
 	}
 }
 
@@ -244,5 +244,27 @@ func TestLimiterTakesOnlyItsShareOfABucket(t *testing.T) {
 				t.Errorf("%d requests may start in the window, want %d", len(held), tc.want)
 			}
 		})
+	}
+}
+
+// X-RateLimit-Reset-After has millisecond precision and is rounded: "0.010"
+// may stand for 10.4 ms. The bucket is not free again before the latest
+// reset the header allows, so a request never lands in the old window.
+func TestLimiterAllowsForTheRoundingOfResetAfter(t *testing.T) {
+	t.Parallel()
+	l, clock := newTestLimiter(time.Hour)
+	r := Route{"GET member", "g1"}
+	tk, err := l.Acquire(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.Observe(resp(200, bucketHeaders("h9", 1, 0, 0.010)...))
+	clock.t = clock.t.Add(10 * time.Millisecond)
+	if d := l.NextFree(r); d <= 0 {
+		t.Fatalf("NextFree at the stated reset = %s, want > 0: the true reset may be up to 0.5 ms later", d)
+	}
+	clock.t = clock.t.Add(resetRounding)
+	if d := l.NextFree(r); d != 0 {
+		t.Fatalf("NextFree once the latest possible reset passed = %s, want 0", d)
 	}
 }
