@@ -71,8 +71,26 @@ func TestDriftRepairYieldsToLiveChanges(t *testing.T) {
 	if _, err := e.emu.Admin().WaitRequests(e.ctx, discordemu.RequestFilter{GuildID: benchGuild(1), Route: "member_role_remove"}, 3, 10*time.Second); err != nil {
 		t.Fatalf("repair did not start: %v", err)
 	}
-	seq := e.emu.Recorder().NextSeq()
+	// Count from when the live message is being handled: its delivery takes
+	// a moment, during which the repair rightly goes on. The live work is
+	// quick (tens of ms), so watch for it closely.
+	liveSeq := make(chan int64, 1)
+	go func() {
+		deadline := time.Now().Add(20 * time.Second)
+		for !r.svc.dc.prio.busy(benchGuild(1)) {
+			if time.Now().After(deadline) {
+				liveSeq <- -1
+				return
+			}
+			time.Sleep(50 * time.Microsecond) // poll interval
+		}
+		liveSeq <- e.emu.Recorder().NextSeq()
+	}()
 	e.putGroup("g1", "G2") // live: the five members move from role 1 to role 2
+	seq := <-liveSeq
+	if seq < 0 {
+		t.Fatal("the live change was never seen in flight")
+	}
 	for i := drifted + 1; i <= drifted+live; i++ {
 		waitMember(i, benchRole(1, 2), benchRole(1, 5))
 	}
