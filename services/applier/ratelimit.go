@@ -187,8 +187,11 @@ func (l *Limiter) Acquire(ctx context.Context, r Route) (*Ticket, error) {
 		b := l.bucket(r)
 		// Refill only once every answer of the last burst is in: the last
 		// one carries the bucket's real reset (for a token bucket, the time
-		// until it is full again after all of our requests).
-		if b.known && !b.pending && b.inflight == 0 && b.remaining <= 0 && !now.Before(b.resetAt) {
+		// until it is full again after all of our requests). A window that
+		// ended with units left is refilled too: what was left was this
+		// replica's view of an old window, perhaps under an older share (a
+		// preflight probe before the other replicas were seen).
+		if b.known && !b.pending && b.inflight == 0 && !now.Before(b.resetAt) && b.remaining != l.perShare(b.limit) {
 			b.remaining = l.perShare(b.limit)
 			b.used = 0
 			b.epoch++

@@ -268,3 +268,33 @@ func TestLimiterAllowsForTheRoundingOfResetAfter(t *testing.T) {
 		t.Fatalf("NextFree once the latest possible reset passed = %s, want 0", d)
 	}
 }
+
+// Units a replica had left at the end of a window belong to that window,
+// and perhaps to an older share: a replica that probed a bucket alone (its
+// start-up preflight) and then saw a second replica must take only its half
+// of the next window, not the rest of the old one.
+func TestLimiterTakesItsCurrentShareOfEachNewWindow(t *testing.T) {
+	t.Parallel()
+	l, clock := newTestLimiter(time.Hour)
+	r := Route{"GET member", "g1"}
+	tk, err := l.Acquire(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.Observe(resp(200, bucketHeaders("h7", 5, 4, 1)...)) // alone: 4 units left
+	l.SetShare(2)
+	clock.t = clock.t.Add(2 * time.Second) // the window is over
+	got := 0
+	for range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		_, err := l.Acquire(ctx, r)
+		cancel()
+		if err != nil {
+			break
+		}
+		got++
+	}
+	if got != 2 {
+		t.Fatalf("%d requests in the new window, want 2 (half of the bucket's 5 with two replicas)", got)
+	}
+}

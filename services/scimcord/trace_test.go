@@ -265,6 +265,22 @@ func hasSpan(svc, prefix string) func(spanSet) bool {
 	return func(ss spanSet) bool { return len(ss.find(svc, prefix)) > 0 }
 }
 
+// spanOf names a span by service and name prefix.
+type spanOf struct{ svc, prefix string }
+
+// hasSpans holds once every named span has ended (a parent ends after its
+// children: the Discord call's span is recorded before applier.process).
+func hasSpans(want ...spanOf) func(spanSet) bool {
+	return func(ss spanSet) bool {
+		for _, w := range want {
+			if len(ss.find(w.svc, w.prefix)) == 0 {
+				return false
+			}
+		}
+		return true
+	}
+}
+
 // TestTrace_OneTraceFromSCIMRequestToDiscordCall records every span of the
 // three services (each with its own provider and service.name) and checks
 // the parent/child structure of a create, a group membership PATCH and a
@@ -279,7 +295,7 @@ func TestTrace_OneTraceFromSCIMRequestToDiscordCall(t *testing.T) {
 	// A create: POST /Users with a Discord id → Staff (PUT member role).
 	_, tr := scim(t, sys, "POST", "/Users", userBody("trace-create@example.com", member1), 201)
 	waitRoles(t, emu, member1, roleStaff)
-	ss := waitTrace(t, rec, tr, hasSpan("scimcord-applier", "discord PUT"))
+	ss := waitTrace(t, rec, tr, hasSpans(spanOf{"scimcord-ingest", "SCIM POST"}, spanOf{"scimcord-applier", "discord PUT"}, spanOf{"scimcord-applier", "applier.process"}))
 	d := chain(t, ss, "POST", "PUT /guilds/{id}/members/{id}/roles/{id}")
 	if v, _ := attr(d, "http.response.status_code"); v.AsInt64() != 204 {
 		t.Errorf("create: Discord status %v, want 204", v.AsInt64())
@@ -291,7 +307,7 @@ func TestTrace_OneTraceFromSCIMRequestToDiscordCall(t *testing.T) {
 	uid := users["Resources"].([]any)[0].(map[string]any)["id"].(string)
 	_, tr = scim(t, sys, "PATCH", "/Groups/"+grp["id"].(string), patchOp("add", "members", []map[string]any{{"value": uid}}), 200, 204)
 	waitRoles(t, emu, member1, roleStaff, roleEng)
-	ss = waitTrace(t, rec, tr, hasSpan("scimcord-applier", "discord PUT"))
+	ss = waitTrace(t, rec, tr, hasSpans(spanOf{"scimcord-ingest", "SCIM PATCH"}, spanOf{"scimcord-applier", "discord PUT"}, spanOf{"scimcord-applier", "applier.process"}))
 	chain(t, ss, "PATCH", "PUT /guilds/{id}/members/{id}/roles/{id}")
 
 	// A failing call: Design above the bot's role → Discord 403 code 50013.
@@ -303,7 +319,7 @@ func TestTrace_OneTraceFromSCIMRequestToDiscordCall(t *testing.T) {
 	ss = waitTrace(t, rec, tr, func(ss spanSet) bool {
 		for _, d := range ss.find("scimcord-applier", "discord") {
 			if v, ok := attr(d, "discord.error_code"); ok && v.AsInt64() == 50013 {
-				return len(ss.find("scimcord-applier", "applier.process")) > 0
+				return len(ss.find("scimcord-applier", "applier.process")) > 0 && len(ss.find("scimcord-ingest", "SCIM PATCH")) > 0
 			}
 		}
 		return false
