@@ -21,6 +21,9 @@ func TestStatus_PendingWhileAKnownChangeIsNotApplied(t *testing.T) {
 	e.putGroup("g-design", "Design")
 	e.putMember("g-design", "alice", true)
 	e.waitRoles(memberAlice, roleDesign, roleStaff)
+	// Every earlier message handled: no late reconcile of them (one that read
+	// the store before the removal) writes a status during the check below.
+	e.waitIdle(testConfig().Durable)
 	before := e.waitState(r, "alice", StateInSync)
 	if _, err := e.emu.Admin().AddFault(e.ctx, discordemu.FaultRule{
 		Match: discordemu.FaultMatch{Route: discordemu.StringList{"member_role_remove", "member_update"}},
