@@ -331,20 +331,26 @@ func (e *Emulator) finish(w http.ResponseWriter, c *call, res *resp) {
 		}
 	}
 	rec.ResponseBody = string(res.body)
-	defer func() {
+	// Recorded before the client can see the outcome (a response or a
+	// dropped connection), so a test that reads the recorder right after
+	// its call returns finds it. A stalled body is recorded once it ends.
+	record := func() {
 		rec.DurationMS = float64(e.now().Sub(rec.ReceivedAt).Microseconds()) / 1000
 		e.rec.add(rec)
-	}()
+	}
 	if res.special != nil {
 		switch res.special.Type {
 		case "drop":
+			record()
 			dropConn(w, res.special.Mode)
 			return
 		case "stall_body":
+			defer record()
 			e.stallBody(c, w, res)
 			return
 		}
 	}
+	record()
 	w.WriteHeader(res.status)
 	if res.body != nil && res.status != http.StatusNoContent {
 		_, _ = w.Write(res.body)
