@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -150,10 +151,32 @@ func (l *Limiter) SetShare(n int) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	old := l.share
-	if n > 0 {
+	if n > 0 && n != old {
 		l.share = n
+		l.compactRingLocked()
 	}
 	return old
+}
+
+// compactRingLocked re-lays the global send log for the current share: the
+// newest sends (as many as the share's ring holds) at its start, oldest
+// first, so that a smaller ring still counts the sends of the current window
+// wherever the larger one had put them.
+func (l *Limiter) compactRingLocked() {
+	ts := make([]time.Time, 0, len(l.sent))
+	for _, t := range l.sent {
+		if !t.IsZero() {
+			ts = append(ts, t)
+		}
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
+	k := l.perShare(len(l.sent))
+	if len(ts) > k {
+		ts = ts[len(ts)-k:]
+	}
+	clear(l.sent)
+	copy(l.sent, ts)
+	l.next = len(ts) % k
 }
 
 // perShare is a limit divided among the replicas (at least 1).

@@ -298,3 +298,37 @@ func TestLimiterTakesItsCurrentShareOfEachNewWindow(t *testing.T) {
 		t.Fatalf("%d requests in the new window, want 2 (half of the bucket's 5 with two replicas)", got)
 	}
 }
+
+// When a second replica appears, this one's half of the global budget is
+// measured against every send of the current window, wherever the larger
+// ring had recorded them.
+func TestLimiterCountsTheWindowsSendsWhenTheShareGrows(t *testing.T) {
+	t.Parallel()
+	c := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	l := NewLimiter(300, 50*time.Millisecond, time.Hour) // 15 per 50 ms
+	l.now = c.now
+	send := func(n int) {
+		for range n {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			tk, err := l.Acquire(ctx, Route{"GET /users/@me", ""})
+			cancel()
+			if err != nil {
+				t.Fatalf("send: %v", err)
+			}
+			tk.Observe(nil)
+		}
+	}
+	send(15)
+	c.t = c.t.Add(time.Second)
+	send(7) // ring slots 0–6
+	c.t = c.t.Add(time.Second)
+	send(8) // slots 7–14: this window's sends
+	l.SetShare(2) // this replica may now send 7 per window: it already sent 8
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if _, err := l.Acquire(ctx, Route{"GET /users/@me", ""}); err == nil {
+		t.Fatal("a 9th send in the window was allowed after the share grew to 2 (limit 7 per replica)")
+	}
+	c.t = c.t.Add(60 * time.Millisecond) // the window has passed
+	send(7)
+}
