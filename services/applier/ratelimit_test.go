@@ -322,7 +322,7 @@ func TestLimiterCountsTheWindowsSendsWhenTheShareGrows(t *testing.T) {
 	c.t = c.t.Add(time.Second)
 	send(7) // ring slots 0–6
 	c.t = c.t.Add(time.Second)
-	send(8) // slots 7–14: this window's sends
+	send(8)       // slots 7–14: this window's sends
 	l.SetShare(2) // this replica may now send 7 per window: it already sent 8
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel()
