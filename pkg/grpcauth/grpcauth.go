@@ -43,6 +43,15 @@ func Credentials(token string) credentials.PerRPCCredentials {
 	return bearer{header: "Bearer " + token}
 }
 
+// DialOption sends token with every call of a client connection; for ""
+// (no authentication configured) it changes nothing.
+func DialOption(token string) grpc.DialOption {
+	if token == "" {
+		return grpc.EmptyDialOption{}
+	}
+	return grpc.WithPerRPCCredentials(Credentials(token))
+}
+
 // GetRequestMetadata implements credentials.PerRPCCredentials.
 func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
 	return map[string]string{"authorization": b.header}, nil

@@ -70,6 +70,8 @@ func TestChecker(t *testing.T) {
 		want codes.Code
 	}{
 		{"the right token as per-RPC credentials is let in", dial(t, addr, grpc.WithPerRPCCredentials(grpcauth.Credentials(token))), nil, codes.OK},
+		{"the right token as a dial option is let in", dial(t, addr, grpcauth.DialOption(token)), nil, codes.OK},
+		{"the dial option of an empty token sends none", dial(t, addr, grpcauth.DialOption("")), nil, codes.Unauthenticated},
 		{"the scheme is case-insensitive", plain, []string{"authorization", "bearer " + token}, codes.OK},
 		{"no token is refused", plain, nil, codes.Unauthenticated},
 		{"a wrong token is refused", dial(t, addr, grpc.WithPerRPCCredentials(grpcauth.Credentials("not-the-service-token"))), nil, codes.Unauthenticated},

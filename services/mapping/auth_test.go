@@ -44,7 +44,7 @@ func TestTheTokenGuardsEveryMappingServiceCall(t *testing.T) {
 		conn *grpc.ClientConn
 	}{
 		{"without a token", dial()},
-		{"with a wrong token", dial(grpc.WithPerRPCCredentials(grpcauth.Credentials("not-the-mapping-token")))},
+		{"with a wrong token", dial(grpcauth.DialOption("not-the-mapping-token"))},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			desc := mappingv1.MappingService_ServiceDesc

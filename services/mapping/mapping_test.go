@@ -69,11 +69,7 @@ func startService(t *testing.T, cfg mapping.Config, deps mapping.Deps) (*mapping
 	case <-time.After(10 * time.Second):
 		t.Fatal("service not ready after 10s")
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	if cfg.Token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(grpcauth.Credentials(cfg.Token)))
-	}
-	conn, err := grpc.NewClient(svc.Addr(), opts...)
+	conn, err := grpc.NewClient(svc.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpcauth.DialOption(cfg.Token))
 	if err != nil {
 		t.Fatal(err)
 	}

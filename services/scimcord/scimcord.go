@@ -229,7 +229,7 @@ func (s *System) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mappingCreds := grpc.WithPerRPCCredentials(grpcauth.Credentials(mcfg.Token))
+	mappingCreds := grpcauth.DialOption(mcfg.Token)
 	msvc, err := mapping.New(mcfg, mapping.Deps{JS: js, Logger: log.With("service", "mapping"), TracerProvider: mappingTP})
 	if err != nil {
 		return fmt.Errorf("scimcord: mapping: %w", err)

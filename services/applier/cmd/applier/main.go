@@ -168,12 +168,10 @@ func run(ctx context.Context, getenv func(string) string) error {
 		case <-time.After(delay):
 		}
 	}
-	dialOpts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(telemetry.Propagator())))}
-	if t := getenv("SCIMCORD_MAPPING_TOKEN"); t != "" {
-		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(grpcauth.Credentials(t)))
-	}
-	conn, err := grpc.NewClient(getenv("SCIMCORD_MAPPING_ADDR"), dialOpts...)
+	conn, err := grpc.NewClient(getenv("SCIMCORD_MAPPING_ADDR"),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(telemetry.Propagator()))),
+		grpcauth.DialOption(getenv("SCIMCORD_MAPPING_TOKEN")))
 	if err != nil {
 		return fmt.Errorf("dial mapping at %s: %w", getenv("SCIMCORD_MAPPING_ADDR"), err)
 	}

@@ -101,12 +101,9 @@ func run(ctx context.Context) error {
 	if tok := os.Getenv("SCIMCORD_ADMIN_TOKEN"); tok != "" {
 		var mc mappingv1.MappingServiceClient
 		if addr := os.Getenv("SCIMCORD_MAPPING_ADDR"); addr != "" {
-			opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-				grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(telemetry.Propagator())))}
-			if t := os.Getenv("SCIMCORD_MAPPING_TOKEN"); t != "" {
-				opts = append(opts, grpc.WithPerRPCCredentials(grpcauth.Credentials(t)))
-			}
-			conn, err := grpc.NewClient(addr, opts...)
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(telemetry.Propagator()))),
+				grpcauth.DialOption(os.Getenv("SCIMCORD_MAPPING_TOKEN")))
 			if err != nil {
 				return fmt.Errorf("SCIMCORD_MAPPING_ADDR %q: %w", addr, err)
 			}
