@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -34,23 +35,10 @@ func TestRun_ServeWithFixtureAndState(t *testing.T) {
 		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--fixture", "../../../../deploy/dev/guild.yaml",
 			"--state", state, "--profile", "fast", "--time-scale", "0.5", "--log-level", "error"}, io.Discard)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if _, err := os.Stat(state); err == nil {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("run exited early: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("state file never written")
-		}
-		<-tick.C
-	}
+	waitServing(t, done, "state file written", func() (bool, string) {
+		_, err := os.Stat(state)
+		return err == nil, fmt.Sprint(err)
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v", err)
@@ -81,25 +69,13 @@ func TestRun_ServeTLSWritesTheCertificate(t *testing.T) {
 		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--tls", "--tls-cert-out", certFile,
 			"--fixture", "../../../../deploy/dev/guild.yaml", "--state", state, "--log-level", "info"}, &logs)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
 	var url string
-	for url == "" {
+	waitServing(t, done, "https listener logged", func() (bool, string) {
 		if m := regexp.MustCompile(`url=(https://[0-9.:]+)`).FindStringSubmatch(logs.String()); m != nil {
 			url = m[1]
-			break
 		}
-		select {
-		case err := <-done:
-			t.Fatalf("run exited early: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no https listener logged: %s", logs.String())
-		}
-		<-tick.C
-	}
+		return url != "", logs.String()
+	})
 	pemBytes, err := os.ReadFile(certFile)
 	if err != nil {
 		t.Fatalf("certificate not written: %v", err)
@@ -130,6 +106,30 @@ func TestRun_CertOutWithoutTLSRefused(t *testing.T) {
 		filepath.Join(t.TempDir(), "c.pem"), "--log-level", "error"}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "tls") {
 		t.Fatalf("run: %v, want an error naming tls", err)
+	}
+}
+
+// waitServing polls cond until it holds while run (reporting on done) keeps
+// serving; run exiting first or 10 s passing fails the test.
+func waitServing(t *testing.T, done <-chan error, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run exited early: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: %s", what, last)
+		}
+		<-tick.C
 	}
 }
 
